@@ -1,0 +1,96 @@
+"""`conductor`: serve (all in one), web, worker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from app.logs import configure_logging
+from app.settings import Settings, SettingsError, load_settings
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _fail(message: str) -> int:
+    print(f"conductor: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def _serve(settings: Settings) -> int:
+    from app import processes
+
+    url = f"http://{settings.host}:{settings.port}"
+    if not settings.has_app_credentials:
+        from app.setup import create_setup_app
+
+        _say(f"Conductor is in setup mode (no GitHub App credentials): open {url}/ to "
+             "register or configure the App.")
+        asyncio.run(processes.run(settings, app=create_setup_app(settings), redis_url=None,
+                                  with_worker=False))
+        return 0
+    from app.web import create_app
+
+    with processes.redis_for(settings) as (redis_url, described):
+        _say(f"Conductor listening on {url} (bot mode, App {settings.github_app_id}; "
+             f"web and worker in one process; {described})")
+        _say("Webhook URL path: /api/github/webhooks")
+        asyncio.run(processes.run(settings, app=create_app(settings, redis_url=redis_url),
+                                  redis_url=redis_url, with_worker=True))
+    return 0
+
+
+def _web(settings: Settings) -> int:
+    from app import processes
+    from app.web import create_app
+
+    if not settings.redis_url:
+        return _fail("REDIS_URL: required by `conductor web` (shared with the workers); "
+                     "set it to a URL such as redis://localhost:6379/0, or use `conductor serve`")
+    if not settings.has_app_credentials:
+        return _fail("GITHUB_APP_ID, GITHUB_PRIVATE_KEY and GITHUB_WEBHOOK_SECRET are required "
+                     "by `conductor web`; run `conductor serve` once to register the App")
+    _say(f"Conductor web listening on http://{settings.host}:{settings.port} (Redis at REDIS_URL)")
+    asyncio.run(processes.run(settings, app=create_app(settings), redis_url=settings.redis_url,
+                              with_worker=False))
+    return 0
+
+
+def _worker(settings: Settings) -> int:
+    from app import processes
+
+    if not settings.redis_url:
+        return _fail("REDIS_URL: required by `conductor worker`; set it to a URL such as "
+                     "redis://localhost:6379/0, or use `conductor serve`")
+    _say(f"Conductor worker started (Redis at REDIS_URL, "
+         f"{settings.conductor_worker_concurrency} job slots)")
+    asyncio.run(processes.run(settings, app=None, redis_url=settings.redis_url,
+                              with_worker=True))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="conductor", description=__doc__)
+    parser.add_argument("--host", help="address to listen on (default: HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default: PORT or 3000)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="web server, worker and (without REDIS_URL) embedded Redis")
+    sub.add_parser("web", help="the web server only (needs REDIS_URL)")
+    sub.add_parser("worker", help="an arq worker only (needs REDIS_URL)")
+    args = parser.parse_args(argv)
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    try:
+        settings = load_settings(**overrides)
+    except SettingsError as exc:
+        return _fail(str(exc))
+    configure_logging(settings.log_level, settings.secret_values())
+    commands = {"serve": _serve, "web": _web, "worker": _worker}
+    return commands[args.command](settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Names shared by the web process and the workers."""
+
+from enum import StrEnum
+
+WEBHOOK_PATH = "/api/github/webhooks"
+QUEUE_NAME = "conductor:queue"
+
+# GitHub keeps deliveries for manual redelivery for three days; remember ids a little longer.
+DELIVERY_TTL_SECONDS = 4 * 24 * 3600
+DELIVERY_KEY = "conductor:delivery:{delivery_id}"
+EVENT_LOG_KEY = "conductor:events"
+
+# GitHub caps webhook payloads at 25 MB.
+MAX_WEBHOOK_BYTES = 25 * 1024 * 1024
+
+
+class Job(StrEnum):
+    """arq job function names."""
+
+    HANDLE_EVENT = "handle_event"
+
+
+def event_job_id(delivery_id: str) -> str:
+    return f"event:{delivery_id}"

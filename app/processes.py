@@ -1,0 +1,117 @@
+"""Running the parts: web server, arq worker, and (for `serve`) an embedded Redis.
+
+Signals are handled here, once: the first Ctrl-C or SIGTERM stops the web server from taking
+new requests and the worker from taking new jobs, then everything closes in order (web, worker,
+Redis) so that the append-only file is flushed and queued jobs are found again on restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+from arq.worker import Worker, create_worker
+from starlette.applications import Starlette
+
+from app.constants import QUEUE_NAME
+from app.logs import get_logger
+from app.redis import arq_settings, embedded_redis
+from app.settings import Settings
+
+log = get_logger(__name__)
+
+
+class _Server(uvicorn.Server):
+    # The serve loop below owns the signal handlers; uvicorn must not re-raise them at exit.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def build_server(app: Starlette, settings: Settings) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        server_header=False,
+        timeout_graceful_shutdown=5,
+    )
+    return _Server(config)
+
+
+def build_worker(settings: Settings, redis_url: str, **overrides: Any) -> Worker:
+    from workers.main import WorkerSettings
+
+    options: dict[str, Any] = {
+        "redis_settings": arq_settings(redis_url),
+        "queue_name": QUEUE_NAME,
+        "handle_signals": False,
+        "max_jobs": settings.conductor_worker_concurrency,
+        "ctx": {"settings": settings},
+    }
+    options.update(overrides)
+    return create_worker(WorkerSettings, **options)
+
+
+def _on_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def run(
+    settings: Settings,
+    *,
+    app: Starlette | None,
+    redis_url: str | None,
+    with_worker: bool,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run the web server and/or a worker until `stop` is set (or a stop signal arrives)."""
+    stop = stop or asyncio.Event()
+    _on_stop_signals(stop)
+    tasks: list[asyncio.Task[None]] = []
+    server = build_server(app, settings) if app is not None else None
+    worker = build_worker(settings, redis_url) if with_worker and redis_url else None
+    if server is not None:
+        tasks.append(asyncio.create_task(server.serve(), name="web"))
+    if worker is not None:
+        tasks.append(asyncio.create_task(worker.async_run(), name="worker"))
+    stopper = asyncio.create_task(stop.wait(), name="stop")
+    try:
+        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stopper and not task.cancelled() and task.exception() is not None:
+                log.error("component stopped", component=task.get_name(),
+                          error=repr(task.exception()))
+    finally:
+        log.info("shutting down")
+        if server is not None:
+            server.should_exit = True
+        if worker is not None:
+            await worker.close()
+        stopper.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for task, result in zip(tasks, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(
+                result, asyncio.CancelledError
+            ):
+                log.error("component failed", component=task.get_name(), error=repr(result))
+
+
+@contextlib.contextmanager
+def redis_for(settings: Settings) -> Iterator[tuple[str, str]]:
+    """The Redis to use and a description of it: `REDIS_URL`, or an embedded one."""
+    if settings.redis_url:
+        yield settings.redis_url, "Redis at REDIS_URL"
+        return
+    data = settings.conductor_data_dir / "redis"
+    with embedded_redis(data) as url:
+        yield url, f"embedded Redis (data in {data}, append-only file on)"

@@ -1,0 +1,148 @@
+"""The one place the environment is read.
+
+`load_settings()` reads the process environment and `.env` once, at the edge; everything else
+receives a `Settings` object. Tests build one from a dict with `Settings.model_validate`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# What each variable is for, quoted in the one-line error a bad value produces.
+_HINTS: dict[str, str] = {
+    "GITHUB_APP_ID": "the numeric App ID from the App's settings page",
+    "GITHUB_PRIVATE_KEY": "the App's private key as PEM text (newlines may be written as \\n)",
+    "GITHUB_PRIVATE_KEY_PATH": "a path to the App's private key .pem file",
+    "GITHUB_WEBHOOK_SECRET": "the webhook secret set on the App",
+    "GITHUB_API_URL": "a URL such as https://api.github.com or https://ghe.example.com/api/v3",
+    "GITHUB_URL": "a URL such as https://github.com",
+    "CONDUCTOR_PUBLIC_URL": "the public https URL GitHub can reach this server on",
+    "ANTHROPIC_BASE_URL": "a URL such as https://api.anthropic.com",
+    "REDIS_URL": "a URL such as redis://localhost:6379/0 (unset it to use embedded Redis)",
+    "PORT": "a TCP port number between 1 and 65535",
+    "CONDUCTOR_TRIGGER_LABEL": "a non-empty label name such as agent:implement",
+    "CONDUCTOR_WORKER_CONCURRENCY": "a positive whole number",
+}
+
+
+class SettingsError(Exception):
+    """A missing or malformed setting; the message is one line naming the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        populate_by_name=True,
+    )
+
+    github_app_id: int | None = Field(default=None, gt=0)
+    github_app_slug: str | None = None
+    github_private_key: SecretStr | None = None
+    github_private_key_path: Path | None = None
+    github_webhook_secret: SecretStr | None = None
+    github_client_id: str | None = None
+    github_client_secret: SecretStr | None = None
+    github_api_url: AnyHttpUrl = AnyHttpUrl("https://api.github.com")
+    github_url: AnyHttpUrl = AnyHttpUrl("https://github.com")
+    github_org: str | None = None
+
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: AnyHttpUrl | None = None
+
+    redis_url: str | None = None
+    conductor_data_dir: Path = Path(".conductor")
+    conductor_public_url: AnyHttpUrl | None = None
+    conductor_trigger_label: str = Field(default="agent:implement", min_length=1)
+    conductor_worker_concurrency: int = Field(default=8, ge=1)
+    conductor_env_file: Path = Path(".env")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=3000, ge=1, le=65535)
+    log_level: str = "info"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("github_private_key", mode="before")
+    @classmethod
+    def _unescape_pem(cls, value: Any) -> Any:
+        # A PEM pasted into a one-line environment variable usually arrives with literal \n.
+        if isinstance(value, str) and "\\n" in value and "\n" not in value:
+            return value.replace("\\n", "\n")
+        return value
+
+    @model_validator(mode="after")
+    def _read_key_file(self) -> Settings:
+        if self.github_private_key is None and self.github_private_key_path is not None:
+            try:
+                text = self.github_private_key_path.read_text()
+            except OSError as exc:
+                raise ValueError(
+                    f"GITHUB_PRIVATE_KEY_PATH: cannot read {self.github_private_key_path}: "
+                    f"{exc.strerror}"
+                ) from None
+            self.github_private_key = SecretStr(text)
+        key = self.github_private_key
+        if key is not None and "PRIVATE KEY-----" not in key.get_secret_value():
+            raise ValueError("GITHUB_PRIVATE_KEY: not a PEM private key")
+        return self
+
+    @property
+    def has_app_credentials(self) -> bool:
+        """Whether the bot can act as a GitHub App; without this `serve` runs the setup page."""
+        return (
+            self.github_app_id is not None
+            and self.github_private_key is not None
+            and self.github_webhook_secret is not None
+        )
+
+    @property
+    def bot_login(self) -> str | None:
+        return f"{self.github_app_slug}[bot]" if self.github_app_slug else None
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the log redactor."""
+        secrets = [
+            self.github_private_key,
+            self.github_webhook_secret,
+            self.github_client_secret,
+            self.anthropic_api_key,
+        ]
+        return [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment (and `.env`) once; a bad value raises a one-line `SettingsError`."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    location = error.get("loc") or ()
+    message = str(error.get("msg", "invalid value"))
+    if location:
+        variable = str(location[0]).upper()
+    elif ":" in message:
+        # A model-level check names its variable in its message ("Value error, NAME: ...").
+        variable, _, message = message.removeprefix("Value error, ").partition(": ")
+    else:
+        variable = "configuration"
+    hint = _HINTS.get(variable)
+    fix = f"; set it to {hint}" if hint else ""
+    return f"{variable}: {message.removeprefix('Value error, ')}{fix}"
