@@ -77,9 +77,11 @@ async def dispatch(ctx: dict[str, Any], event: Event) -> str:
                      installation=event.installation_id, repo=event.repo_full_name)
     if handler is None:
         outcome = f"no handler for {event.kind}"
-        bound.warning("event not handled", kind=event.kind)
     else:
         outcome = await handler(ctx, event)
-        bound.info("event handled", kind=event.kind, outcome=outcome)
     await record(ctx["redis"], event, outcome)
+    if handler is None:
+        bound.warning("event not handled", kind=event.kind)
+    else:
+        bound.info("event handled", kind=event.kind, outcome=outcome)
     return outcome

@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
+from arq.typing import WorkerSettingsType
 from arq.worker import Worker, create_worker
 from starlette.applications import Starlette
 
@@ -57,7 +58,28 @@ def build_worker(settings: Settings, redis_url: str, **overrides: Any) -> Worker
         "ctx": {"settings": settings},
     }
     options.update(overrides)
-    return create_worker(WorkerSettings, **options)
+    # arq types its settings as a Protocol that a plain class does not satisfy for mypy.
+    return create_worker(cast("WorkerSettingsType", WorkerSettings), **options)
+
+
+async def drain_worker(worker: Worker, grace: float) -> None:
+    """Stop taking jobs, let running ones finish for `grace` seconds, cancel the rest, close.
+
+    A job cancelled here is not lost: arq runs it again once its in-progress key expires, and
+    every job is idempotent.
+    """
+    worker.allow_pick_jobs = False
+    running = [task for task in worker.tasks.values() if not task.done()]
+    if running:
+        _, late = await asyncio.wait(running, timeout=grace)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        if late:
+            log.warning("jobs cancelled at shutdown; they will run again", count=len(late))
+    # close() gathers these tasks and would re-raise a cancellation; they are settled now.
+    worker.tasks.clear()
+    await worker.close()
 
 
 def _on_stop_signals(stop: asyncio.Event) -> None:
@@ -96,7 +118,7 @@ async def run(
         if server is not None:
             server.should_exit = True
         if worker is not None:
-            await worker.close()
+            await drain_worker(worker, grace=settings.conductor_shutdown_grace)
         stopper.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         for task, result in zip(tasks, results, strict=True):

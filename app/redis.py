@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from arq.connections import RedisSettings
 
@@ -125,20 +126,21 @@ def start_redis(
 
 
 def _answers_ping(url: str) -> bool:
-    try:
-        if url.startswith("unix://"):
-            conn = socket.socket(socket.AF_UNIX)
+    if url.startswith("unix://"):
+        conn = socket.socket(socket.AF_UNIX)
+        address: Any = url.removeprefix("unix://")
+    else:
+        host, _, port = url.removeprefix("redis://").split("/")[0].rpartition(":")
+        conn = socket.socket(socket.AF_INET)
+        address = (host, int(port))
+    with conn:
+        try:
             conn.settimeout(0.5)
-            conn.connect(url.removeprefix("unix://"))
-        else:
-            host_port = url.removeprefix("redis://").split("/")[0]
-            host, _, port = host_port.rpartition(":")
-            conn = socket.create_connection((host, int(port)), timeout=0.5)
-        with conn:
+            conn.connect(address)
             conn.sendall(b"PING\r\n")
             return conn.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
+        except OSError:
+            return False
 
 
 @contextlib.contextmanager

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     conductor_trigger_label: str = Field(default="agent:implement", min_length=1)
     conductor_worker_concurrency: int = Field(default=8, ge=1)
     conductor_env_file: Path = Path(".env")
+    conductor_shutdown_grace: float = Field(default=10.0, ge=0)
 
     host: str = "127.0.0.1"
     port: int = Field(default=3000, ge=1, le=65535)

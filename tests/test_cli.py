@@ -1,0 +1,167 @@
+"""`conductor` as a user runs it: a real process, a real port, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from arq.connections import create_pool
+
+from app.constants import QUEUE_NAME, event_job_id
+from app.events import recent_events
+from app.redis import RedisProcess, arq_settings, free_port
+from tests.conftest import WEBHOOK_SECRET, load_fixture, signed_headers
+
+CONDUCTOR = str(Path(sys.executable).parent / "conductor")
+
+
+def clean_env(**values: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("GITHUB_", "ANTHROPIC_", "CONDUCTOR_", "REDIS_"))
+        and k not in ("PORT", "HOST")
+    }
+    env.update(values)
+    return env
+
+
+class Proc:
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+
+    async def wait_for(self, text: str, timeout: float = 20) -> str:
+        assert self.process.stdout is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                raw = await self.process.stdout.readline()
+                if not raw:
+                    raise AssertionError(f"exited before printing {text!r}: {self.lines}")
+                line = raw.decode()
+                self.lines.append(line)
+                if text in line:
+                    return line
+
+    async def stop(self, sig: int = signal.SIGINT) -> int:
+        if self.process.returncode is None:
+            self.process.send_signal(sig)
+        async with asyncio.timeout(20):
+            out, _ = await self.process.communicate()
+        self.lines.extend(out.decode().splitlines(keepends=True))
+        assert self.process.returncode is not None
+        return self.process.returncode
+
+
+@pytest.fixture
+async def start(tmp_path: Path) -> AsyncIterator[object]:
+    started: list[Proc] = []
+
+    async def launch(*args: str, **env: str) -> Proc:
+        process = await asyncio.create_subprocess_exec(
+            CONDUCTOR, *args, cwd=tmp_path, env=clean_env(**env),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        proc = Proc(process)
+        started.append(proc)
+        return proc
+
+    yield launch
+    for proc in started:
+        if proc.process.returncode is None:
+            proc.process.kill()
+            await proc.process.wait()
+
+
+async def test_serve_without_configuration_starts_in_setup_mode(start: object) -> None:
+    port = free_port()
+    proc = await start("serve", PORT=str(port))  # type: ignore[operator]
+    line = await proc.wait_for("setup mode")
+    assert f"http://127.0.0.1:{port}/" in line
+    await proc.wait_for("Application startup complete")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        assert (await client.get("/healthz")).json() == {"ok": True, "mode": "setup"}
+        page = await client.get("/")
+        assert page.status_code == 200 and "Register GitHub App" in page.text
+    assert await proc.stop() == 0
+
+
+async def test_serve_with_credentials_runs_the_bot_on_embedded_redis(
+    start: object, tmp_path: Path, private_key_pem: str
+) -> None:
+    port = free_port()
+    env = {"PORT": str(port), "GITHUB_APP_ID": "7", "GITHUB_PRIVATE_KEY": private_key_pem,
+           "GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET, "GITHUB_APP_SLUG": "conductor-test"}
+    proc = await start("serve", **env)  # type: ignore[operator]
+    line = await proc.wait_for("bot mode")
+    assert "embedded Redis" in line
+    await proc.wait_for("Application startup complete")
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        body = json.dumps(load_fixture("ping.0.json")).encode()
+        ping = await client.post("/api/github/webhooks", content=body,
+                                 headers=signed_headers(body, "ping", "ping-1"))
+        assert ping.status_code == 200
+        installation = json.dumps(load_fixture("installation.created.0.json")).encode()
+        accepted = await client.post(
+            "/api/github/webhooks", content=installation,
+            headers=signed_headers(installation, "installation", "inst-cli"),
+        )
+        assert accepted.status_code == 202 and accepted.json()["accepted"]
+        await proc.wait_for('"event handled"')  # the in-process worker ran it
+
+    assert await proc.stop(signal.SIGINT) == 0
+    output = "".join(proc.lines)
+    assert private_key_pem.splitlines()[1] not in output and WEBHOOK_SECRET not in output
+    assert (tmp_path / ".conductor" / "redis" / "appendonly.aof").exists()
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _is_redis_of(p, tmp_path)]
+
+
+def _is_redis_of(proc_dir: Path, data: Path) -> bool:
+    try:
+        cmdline = (proc_dir / "cmdline").read_bytes().decode(errors="replace")
+        state = (proc_dir / "stat").read_text().split()[2]
+    except OSError:
+        return False
+    return "redis-server" in cmdline and str(data) in cmdline and state != "Z"
+
+
+async def test_worker_process_runs_queued_jobs(
+    start: object, redis_server: RedisProcess, redis: aioredis.Redis
+) -> None:
+    pool = await create_pool(arq_settings(redis_server.url), default_queue_name=QUEUE_NAME)
+    payload = load_fixture("installation.created.1.json")
+    await pool.enqueue_job("handle_event", "w-1", "installation", "installation", payload,
+                           _job_id=event_job_id("w-1"))
+    await pool.aclose()
+
+    proc = await start("worker", REDIS_URL=redis_server.url)  # type: ignore[operator]
+    await proc.wait_for("worker started")
+    await proc.wait_for('"event handled"')
+    assert [e["delivery"] for e in await recent_events(redis)] == ["w-1"], proc.lines
+    assert await proc.stop(signal.SIGTERM) == 0, proc.lines[-6:]
+
+
+@pytest.mark.parametrize("command", ["web", "worker"])
+async def test_web_and_worker_need_redis_url(start: object, command: str) -> None:
+    proc = await start(command)  # type: ignore[operator]
+    out, _ = await proc.process.communicate()
+    assert proc.process.returncode == 2
+    assert out.decode().startswith(f"conductor: REDIS_URL: required by `conductor {command}`")
+
+
+async def test_a_bad_setting_stops_start_up_with_one_line(start: object) -> None:
+    proc = await start("serve", PORT="eighty")  # type: ignore[operator]
+    out, _ = await proc.process.communicate()
+    assert proc.process.returncode == 2
+    assert out.decode().strip().splitlines() == [
+        "conductor: PORT: Input should be a valid integer, unable to parse string as an "
+        "integer; set it to a TCP port number between 1 and 65535"
+    ]

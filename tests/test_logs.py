@@ -1,0 +1,64 @@
+"""Every log line is JSON, carries the delivery's context, and never carries a secret."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from app.logs import REDACTED, Redactor, configure_logging, get_logger
+
+PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAxyz\nabc+/=\n-----END RSA PRIVATE KEY-----"
+TOKENS = [
+    "ghs_16C7e42F292c6912E7710c838347Ae178B4a",
+    "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+    "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
+    "sk-ant-api03-abcdefghijklmnop_QRSTUV-wxyz",
+    PEM,
+]
+
+
+@pytest.mark.parametrize("secret", TOKENS)
+def test_token_shapes_are_redacted_wherever_they_appear(secret: str) -> None:
+    redactor = Redactor()
+    text = f"cloning with {secret} now"
+    assert secret not in redactor.scrub(text)
+    assert REDACTED in redactor.scrub(text)
+
+
+def test_configured_secrets_are_redacted_even_without_a_known_shape() -> None:
+    redactor = Redactor(["my-webhook-secret-value"])
+    assert redactor.scrub("secret=my-webhook-secret-value;") == f"secret={REDACTED};"
+
+
+def test_redaction_reaches_nested_values_and_credentials_in_urls() -> None:
+    redactor = Redactor()
+    event = redactor.scrub_value(
+        {"url": "https://x-access-token:abc123def456@github.com/o/r.git",
+         "headers": [("Authorization: Bearer abcdefghijkl", 1)]}
+    )
+    assert event["url"] == f"https://x-access-token:{REDACTED}@github.com/o/r.git"
+    assert "abcdefghijkl" not in json.dumps(event)
+
+
+def test_log_lines_are_json_and_redacted_including_stdlib_and_tracebacks() -> None:
+    stream = io.StringIO()
+    configure_logging("info", ["configured-secret-123"], stream=stream)
+    log = get_logger("test").bind(delivery="d-1", event="issues", repo="o/r")
+    log.info("pushing", token=TOKENS[0], note="configured-secret-123")
+    logging.getLogger("arq.worker").info("job args %s", TOKENS[1])
+    try:
+        raise RuntimeError(f"git failed for {TOKENS[3]}")
+    except RuntimeError:
+        log.exception("step failed")
+
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["event"] for line in lines][:1] == ["pushing"]
+    assert lines[0]["delivery"] == "d-1" and lines[0]["repo"] == "o/r"
+    assert lines[0]["level"] == "info" and "timestamp" in lines[0]
+    text = stream.getvalue()
+    for secret in [*TOKENS[:4], "configured-secret-123"]:
+        assert secret not in text
+    assert "RuntimeError" in lines[-1]["exception"]

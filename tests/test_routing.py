@@ -1,0 +1,108 @@
+"""Routing is a pure function of the raw payload: what is acted on, and why the rest is not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app.routing import Identity, route
+from tests.conftest import load_fixture
+
+ME = Identity(app_id=4242, bot_login="conductor[bot]", trigger_label="agent:implement")
+
+
+def labeled(label: str = "agent:implement", **issue: Any) -> dict[str, Any]:
+    payload = load_fixture("issues.labeled.0.json")
+    payload["label"]["name"] = label
+    payload["issue"].pop("pull_request", None)
+    payload["issue"].update({"state": "open", **issue})
+    return payload
+
+
+def comment(body: str) -> dict[str, Any]:
+    payload = load_fixture("issue_comment.created.0.json")
+    payload["comment"]["body"] = body
+    return payload
+
+
+def test_trigger_label_starts_a_run() -> None:
+    assert route("issues", labeled(), ME).kind == "start_run"
+
+
+def test_custom_trigger_label() -> None:
+    me = Identity(app_id=1, trigger_label="bot:go")
+    assert route("issues", labeled("bot:go"), me).kind == "start_run"
+    assert route("issues", labeled("agent:implement"), me).ignored is not None
+
+
+def test_label_on_a_closed_issue_or_a_pull_request_is_ignored() -> None:
+    assert route("issues", labeled(state="closed"), ME).ignored == "the issue is closed"
+    pr = labeled(pull_request={"url": "https://api.github.com/repos/o/r/pulls/1"})
+    assert route("issues", pr, ME).ignored == (
+        "the trigger label works on issues, not pull requests"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "is_command"),
+    [
+        ("/agent retry", True),
+        ("/AGENT approve", True),
+        ("  /agent help", True),
+        ("/agent", True),
+        ("please /agent retry", False),
+        ("> /agent retry", False),
+        ("```\n/agent retry\n```", False),
+        ("/agentx retry", False),
+        ("", False),
+    ],
+)
+def test_only_comments_starting_with_the_command_are_accepted(body: str, is_command: bool) -> None:
+    assert route("issue_comment", comment(body), ME).accepted is is_command
+
+
+def test_edited_comments_do_not_run_commands() -> None:
+    payload = comment("/agent retry")
+    payload["action"] = "edited"
+    assert route("issue_comment", payload, ME).ignored == (
+        "issue_comment.edited does not run commands"
+    )
+
+
+def test_own_events_are_ignored_but_the_retry_button_is_not() -> None:
+    payload = comment("/agent retry")
+    payload["sender"]["login"] = "conductor[bot]"
+    assert route("issue_comment", payload, ME).ignored == "sent by this app"
+
+    own_check = load_fixture("check_run.completed.1.json")
+    own_check["check_run"]["app"]["id"] = 4242
+    assert route("check_run", own_check, ME).ignored == "check from this app"
+
+    button = load_fixture("check_run.requested_action.0.json")
+    button["check_run"]["app"]["id"] = 4242
+    assert route("check_run", button, ME).kind == "command"
+
+
+def test_ci_results_from_other_apps_are_accepted() -> None:
+    actions = load_fixture("check_run.completed.0.json")
+    assert actions["check_run"]["app"]["slug"] == "github-actions"
+    assert route("check_run", actions, ME).kind == "ci_result"
+    assert route("check_suite", load_fixture("check_suite.completed.0.json"), ME).kind == (
+        "ci_result"
+    )
+    assert route("workflow_run", load_fixture("workflow_run.completed.0.json"), ME).kind == (
+        "ci_result"
+    )
+    status = load_fixture("status.0.json")
+    status["state"] = "pending"
+    assert route("status", status, ME).ignored == "status is still pending"
+
+
+def test_pull_requests_matter_only_on_conductor_branches() -> None:
+    payload = load_fixture("pull_request.closed.0.json")
+    assert route("pull_request", payload, ME).ignored == (
+        "pull request is not on a conductor/ branch"
+    )
+    payload["pull_request"]["head"]["ref"] = "conductor/issue-7-fix-login"
+    assert route("pull_request", payload, ME).kind == "pull_request"

@@ -1,0 +1,86 @@
+"""Jobs enqueued by the web process run in a real arq worker and reach their handler."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from arq.connections import create_pool
+from arq.jobs import Job, JobStatus
+
+from app.constants import QUEUE_NAME, event_job_id
+from app.events import recent_events
+from app.installations import get_installation
+from app.processes import build_worker
+from app.redis import RedisProcess, arq_settings, embedded_redis
+from tests.conftest import load_fixture
+
+
+async def _enqueue(url: str, delivery: str, event: str, kind: str, payload: dict[str, Any]) -> None:
+    pool = await create_pool(arq_settings(url), default_queue_name=QUEUE_NAME)
+    try:
+        job = await pool.enqueue_job("handle_event", delivery, event, kind, payload,
+                                     _job_id=event_job_id(delivery))
+        assert job is not None
+    finally:
+        await pool.aclose()
+
+
+async def test_installation_event_runs_in_a_worker_and_is_recorded(
+    redis_server: RedisProcess, redis: aioredis.Redis, settings_factory: Any
+) -> None:
+    payload = load_fixture("installation.created.0.json")
+    await _enqueue(redis_server.url, "inst-1", "installation", "installation", payload)
+
+    worker = build_worker(settings_factory(), redis_server.url, burst=True, poll_delay=0.01)
+    await worker.main()
+    await worker.close()
+
+    assert worker.jobs_complete == 1 and worker.jobs_failed == 0
+    record = await get_installation(redis, payload["installation"]["id"])
+    assert record is not None
+    assert record["account"] == payload["installation"]["account"]["login"]
+    assert record["repositories"] == sorted(r["full_name"] for r in payload["repositories"])
+    [logged] = await recent_events(redis)
+    assert logged["delivery"] == "inst-1"
+    assert logged["outcome"].startswith(f"installation {payload['installation']['id']} created")
+
+
+async def test_an_event_without_a_handler_is_recorded_not_dropped(
+    redis_server: RedisProcess, redis: aioredis.Redis, settings_factory: Any
+) -> None:
+    await _enqueue(redis_server.url, "ci-1", "status", "ci_result", load_fixture("status.0.json"))
+    worker = build_worker(settings_factory(), redis_server.url, burst=True, poll_delay=0.01)
+    await worker.main()
+    await worker.close()
+
+    pool = await create_pool(arq_settings(redis_server.url), default_queue_name=QUEUE_NAME)
+    info = await Job(event_job_id("ci-1"), pool, _queue_name=QUEUE_NAME).result_info()
+    await pool.aclose()
+    assert info is not None and info.success and info.result == "no handler for ci_result"
+    [logged] = await recent_events(redis)
+    assert logged["outcome"] == "no handler for ci_result"
+
+
+async def test_queued_jobs_survive_an_embedded_redis_restart(
+    tmp_path: Path, settings_factory: Any
+) -> None:
+    payload = load_fixture("installation.created.1.json")
+    data = tmp_path / "redis"
+    with embedded_redis(data) as url:
+        await _enqueue(url, "survives", "installation", "installation", payload)
+    assert (data / "appendonly.aof").exists() or (data / "appendonlydir").exists()
+
+    with embedded_redis(data) as url:
+        pool = await create_pool(arq_settings(url), default_queue_name=QUEUE_NAME)
+        job = Job(event_job_id("survives"), pool, _queue_name=QUEUE_NAME)
+        assert await job.status() == JobStatus.queued
+        worker = build_worker(settings_factory(), url, burst=True, poll_delay=0.01)
+        await worker.main()
+        await worker.close()
+        assert await job.status() == JobStatus.complete
+        events = [json.loads(e) for e in await pool.lrange("conductor:events", 0, -1)]
+        await pool.aclose()
+    assert [e["delivery"] for e in events] == ["survives"]
