@@ -1,0 +1,145 @@
+"""All git subprocesses: a cached clone per repository and one worktree per step.
+
+The installation token reaches git only through the environment (`GIT_CONFIG_*` setting an
+`http.extraHeader`), never argv (visible in `ps`), `.git/config` or a remote URL on disk.
+Repository hooks and configured filters never run: the bot does not execute repository code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.logs import redactor
+
+GIT_TIMEOUT = 300.0
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class GitError(Exception):
+    def __init__(self, args: Sequence[str], returncode: int, output: str) -> None:
+        self.returncode = returncode
+        self.output = redactor.scrub(output)
+        super().__init__(f"git {' '.join(args)} failed ({returncode}): {self.output.strip()}")
+
+
+def auth_env(token: str | None) -> dict[str, str]:
+    """Environment that makes git send the token as HTTP Basic auth, as GitHub expects."""
+    if token is None:
+        return {}
+    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    return {
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "http.extraHeader",
+        "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+    }
+
+
+def _base_env(token: str | None) -> dict[str, str]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/nonexistent"),
+        "LANG": "C",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": "true",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_AUTHOR_NAME": "Conductor",
+        "GIT_AUTHOR_EMAIL": "conductor@users.noreply.github.com",
+        "GIT_COMMITTER_NAME": "Conductor",
+        "GIT_COMMITTER_EMAIL": "conductor@users.noreply.github.com",
+    }
+    env.update(auth_env(token))
+    return env
+
+
+# Options on every command: no hooks, no filters or fsmonitor from the repository.
+_SAFE_OPTIONS = (
+    "-c", "core.hooksPath=/dev/null",
+    "-c", "core.fsmonitor=false",
+    "-c", "protocol.file.allow=never",
+    "-c", "credential.helper=",
+)
+
+
+async def git(
+    *args: str,
+    cwd: Path | None = None,
+    token: str | None = None,
+    env: Mapping[str, str] | None = None,
+    input: bytes | None = None,
+    check: bool = True,
+    time_limit: float = GIT_TIMEOUT,
+) -> str:
+    process_env = _base_env(token)
+    if env:
+        process_env.update(env)
+    process = await asyncio.create_subprocess_exec(
+        "git", *_SAFE_OPTIONS, *args,
+        cwd=cwd,
+        env=process_env,
+        stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(time_limit):
+            out, err = await process.communicate(input)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise GitError(args, -1, f"timed out after {time_limit}s") from None
+    if check and process.returncode != 0:
+        raise GitError(args, process.returncode or 1, (err or out).decode(errors="replace"))
+    return out.decode(errors="replace")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A repository's cached clone under `root`, and worktrees beside it."""
+
+    root: Path
+    clone_url: str
+
+    @classmethod
+    def for_repo(cls, data_dir: Path, full_name: str, clone_url: str) -> Workspace:
+        safe = _SAFE_NAME.sub("_", full_name.replace("/", "__"))
+        return cls(root=data_dir / "workspaces" / safe, clone_url=clone_url)
+
+    @property
+    def clone(self) -> Path:
+        return self.root / "clone"
+
+    async def sync(self, token: str | None) -> None:
+        """Clone on first use, fetch afterwards (never re-clone)."""
+        if (self.clone / ".git").exists():
+            await git("fetch", "--prune", "--no-tags", "origin", cwd=self.clone, token=token)
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        partial = self.root / "clone.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        await git("clone", "--no-checkout", "--", self.clone_url, str(partial), token=token)
+        partial.rename(self.clone)
+
+    async def rev_parse(self, ref: str) -> str:
+        return (await git("rev-parse", "--verify", f"{ref}^{{commit}}", cwd=self.clone)).strip()
+
+    async def add_worktree(self, name: str, start: str) -> Path:
+        """A fresh worktree named `name` at `start`, replacing a stale one left by a crash."""
+        path = self.root / "worktrees" / _SAFE_NAME.sub("_", name)
+        if path.exists():
+            await git("worktree", "remove", "--force", str(path), cwd=self.clone, check=False)
+            shutil.rmtree(path, ignore_errors=True)
+        await git("worktree", "prune", cwd=self.clone)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        await git("worktree", "add", "--detach", str(path), start, cwd=self.clone)
+        return path
+
+    async def remove_worktree(self, path: Path) -> None:
+        await git("worktree", "remove", "--force", str(path), cwd=self.clone, check=False)
+        shutil.rmtree(path, ignore_errors=True)

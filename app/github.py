@@ -1,0 +1,132 @@
+"""All GitHub HTTP goes through here: App and installation clients, tokens, and retry policy.
+
+Installation tokens live only in this process's memory (never Redis, which persists to disk)
+and are refreshed five minutes before GitHub expires them. A rate limit is not slept through
+inside a job: short waits are retried once in place, longer ones surface as `RateLimited` so
+that the job is deferred and the worker slot freed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from githubkit import AppAuthStrategy, GitHub, TokenAuthStrategy
+from githubkit.exception import GitHubException, RateLimitExceeded, RequestFailed
+from githubkit.retry import RetryOption
+
+from app.settings import Settings
+
+TOKEN_REFRESH_MARGIN = timedelta(minutes=5)
+USER_AGENT = "conductor-github-app"
+
+
+class RateLimited(Exception):
+    """GitHub asked us to wait longer than is worth holding a worker slot for."""
+
+    def __init__(self, retry_after: timedelta, message: str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """githubkit retry decision: brief waits in place, longer ones raise (the job defers)."""
+
+    max_inline_wait: timedelta = timedelta(seconds=5)
+    server_error_retries: int = 2
+    server_error_backoff: float = 0.5
+
+    def __call__(self, exc: GitHubException, retry_count: int) -> RetryOption:
+        if isinstance(exc, RateLimitExceeded):
+            if retry_count == 0 and exc.retry_after <= self.max_inline_wait:
+                return RetryOption(True, exc.retry_after)
+            return RetryOption(False)
+        if (
+            isinstance(exc, RequestFailed)
+            and exc.response.status_code >= 500
+            and retry_count < self.server_error_retries
+        ):
+            return RetryOption(True, timedelta(seconds=self.server_error_backoff * 2**retry_count))
+        return RetryOption(False)
+
+
+@dataclass
+class InstallationToken:
+    token: str = field(repr=False)
+    expires_at: datetime
+    permissions: dict[str, str]
+
+    def fresh(self, now: datetime) -> bool:
+        return self.expires_at - TOKEN_REFRESH_MARGIN > now
+
+
+class GitHubApp:
+    """Builds clients for the App and its installations; caches installation tokens."""
+
+    def __init__(self, settings: Settings, *, retry: RetryPolicy | None = None,
+                 timeout: float = 30.0) -> None:
+        if settings.github_app_id is None or settings.github_private_key is None:
+            raise ValueError("GITHUB_APP_ID and GITHUB_PRIVATE_KEY are required")
+        self.api_url = str(settings.github_api_url).rstrip("/")
+        self._app_id = settings.github_app_id
+        self._private_key = settings.github_private_key
+        self._retry = retry or RetryPolicy()
+        self._timeout = timeout
+        self._tokens: dict[int, InstallationToken] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    def _client(self, auth: Any) -> GitHub[Any]:
+        return GitHub(
+            auth,
+            base_url=self.api_url,
+            user_agent=USER_AGENT,
+            timeout=self._timeout,
+            http_cache=False,
+            auto_retry=self._retry,
+        )
+
+    def app_client(self) -> GitHub[AppAuthStrategy]:
+        return self._client(AppAuthStrategy(self._app_id, self._private_key.get_secret_value()))
+
+    async def installation_token(self, installation_id: int) -> InstallationToken:
+        lock = self._locks.setdefault(installation_id, asyncio.Lock())
+        async with lock:
+            cached = self._tokens.get(installation_id)
+            if cached is not None and cached.fresh(datetime.now(UTC)):
+                return cached
+            async with self.app_client() as github:
+                response = await github.rest.apps.async_create_installation_access_token(
+                    installation_id
+                )
+            data = response.parsed_data
+            permissions = data.permissions.model_dump(exclude_none=True) if data.permissions else {}
+            token = InstallationToken(
+                token=data.token,
+                expires_at=data.expires_at,
+                permissions={k: str(v) for k, v in permissions.items()},
+            )
+            self._tokens[installation_id] = token
+            return token
+
+    def forget_token(self, installation_id: int) -> None:
+        """Drop a cached token (after GitHub said 401) so the next call fetches a new one."""
+        self._tokens.pop(installation_id, None)
+
+    @contextlib.asynccontextmanager
+    async def installation(self, installation_id: int) -> AsyncIterator[GitHub[Any]]:
+        """An installation client with one HTTP connection pool for the block's calls."""
+        token = await self.installation_token(installation_id)
+        try:
+            async with self._client(TokenAuthStrategy(token.token)) as github:
+                yield github
+        except RateLimitExceeded as exc:  # a RequestFailed too: test it first
+            raise RateLimited(exc.retry_after, str(exc)) from exc
+        except RequestFailed as exc:
+            if exc.response.status_code == 401:
+                self.forget_token(installation_id)
+            raise
