@@ -6,6 +6,7 @@ receives a `Settings` object. Tests build one from a dict with `Settings.model_v
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -127,8 +128,10 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: Any) -> Settings:
     """Read the environment (and `.env`) once; a bad value raises a one-line `SettingsError`."""
+    # The setup page writes credentials to CONDUCTOR_ENV_FILE; read the same file back.
+    env_file = os.environ.get("CONDUCTOR_ENV_FILE", ".env")
     try:
-        return Settings(**overrides)
+        return Settings(_env_file=env_file, **overrides)
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
 

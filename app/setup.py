@@ -273,7 +273,9 @@ async def convert_manifest_code(http: httpx.AsyncClient, code: str) -> Registere
             502,
             "GitHub does not know this registration code: it was already used, more than an "
             "hour has passed, or GITHUB_API_URL points at another GitHub.",
-            START_AGAIN + " If the App was created, delete it in GitHub's settings first.",
+            "The App may already exist on GitHub: delete it there and register again from the "
+            "setup page, or generate a private key in its settings and enter it on the "
+            "paste-credentials page.",
         )
     if response.status_code == 422:
         raise SetupFailure(
@@ -303,40 +305,40 @@ def _github_message(response: httpx.Response) -> str:
 
 
 def _registered_app(body: Any) -> RegisteredApp:
+    data: dict[str, Any] = body if isinstance(body, dict) else {}
+    html_url = data.get("html_url")
     app_url = None
-    if isinstance(body, dict):
-        html_url = body.get("html_url")
-        if isinstance(html_url, str) and urlsplit(html_url).scheme in ("http", "https"):
-            app_url = html_url.rstrip("/")
-        app_id, pem, secret, slug = (body.get(k) for k in ("id", "pem", "webhook_secret", "slug"))
-        if (
-            app_url is not None
-            and isinstance(app_id, int)
-            and not isinstance(app_id, bool)
-            and app_id > 0
-            and isinstance(slug, str)
-            and isinstance(pem, str)
-            and _PEM.search(pem)
-            and isinstance(secret, str)
-            and secret
-        ):
-            client_id, client_secret = body.get("client_id"), body.get("client_secret")
-            return RegisteredApp(
-                id=app_id,
-                slug=slug,
-                name=str(body.get("name") or slug),
-                html_url=app_url,
-                pem=pem,
-                webhook_secret=secret,
-                client_id=client_id if isinstance(client_id, str) else None,
-                client_secret=client_secret if isinstance(client_secret, str) else None,
-            )
-    raise SetupFailure(
-        502,
-        "GitHub's answer did not carry the App's ID, private key and webhook secret.",
-        "If the App was created, open its settings on GitHub, generate a private key and set a "
-        "webhook secret, then enter them on the paste-credentials page.",
-        app_url=app_url,
+    if isinstance(html_url, str) and urlsplit(html_url).scheme in ("http", "https"):
+        app_url = html_url.rstrip("/")
+    app_id, slug, pem, secret = (data.get(k) for k in ("id", "slug", "pem", "webhook_secret"))
+    if (
+        app_url is None
+        or not isinstance(app_id, int)
+        or isinstance(app_id, bool)
+        or app_id <= 0
+        or not isinstance(slug, str)
+        or not isinstance(pem, str)
+        or not _PEM.search(pem)
+        or not isinstance(secret, str)
+        or not secret
+    ):
+        raise SetupFailure(
+            502,
+            "GitHub's answer did not carry the App's ID, private key and webhook secret.",
+            "If the App was created, open its settings on GitHub, generate a private key and "
+            "set a webhook secret, then enter them on the paste-credentials page.",
+            app_url=app_url,
+        )
+    client_id, client_secret = data.get("client_id"), data.get("client_secret")
+    return RegisteredApp(
+        id=app_id,
+        slug=slug,
+        name=str(data.get("name") or slug),
+        html_url=app_url,
+        pem=pem,
+        webhook_secret=secret,
+        client_id=client_id if isinstance(client_id, str) else None,
+        client_secret=client_secret if isinstance(client_secret, str) else None,
     )
 
 
