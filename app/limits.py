@@ -1,0 +1,53 @@
+"""Guardrail limits and protected paths: defaults here, overridden by `.github/conductor.yml`.
+
+Guardrails are code, not prompts: every limit below is enforced by a check that records the
+rule it applied when it refuses something.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Paths no step may touch unless the repository's config allows them explicitly.
+DEFAULT_PROTECTED = (
+    ".github/workflows/**",
+    ".git/**",
+    "**/.env",
+    "**/.env.*",
+    "**/*.pem",
+    "**/*.key",
+    "**/id_rsa*",
+    "**/secrets/**",
+    "**/*secret*",
+    # lockfiles: changed by package managers, not by hand
+    "**/uv.lock",
+    "**/poetry.lock",
+    "**/Pipfile.lock",
+    "**/package-lock.json",
+    "**/yarn.lock",
+    "**/pnpm-lock.yaml",
+    "**/Cargo.lock",
+    "**/go.sum",
+    "**/Gemfile.lock",
+    "**/composer.lock",
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_steps: int = 12
+    max_files_per_step: int = 10
+    max_lines_per_step: int = 400
+    max_files_per_run: int = 40
+    max_lines_per_run: int = 1500
+    # Plans larger than this wait for `/agent approve`.
+    approval_steps: int = 6
+    approval_files: int = 20
+    max_plan_attempts: int = 3  # the first answer plus two re-asks
+    max_guardrail_retries: int = 2
+    max_review_rounds: int = 1
+    max_ci_fix_attempts: int = 2
+    max_tokens_per_run: int = 2_000_000
+    max_cost_usd_per_run: float = 20.0
+    protected: tuple[str, ...] = DEFAULT_PROTECTED
+    allowed_protected: tuple[str, ...] = field(default_factory=tuple)

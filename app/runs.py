@@ -1,0 +1,250 @@
+"""Run state in Redis: the run record, its steps, the append-only timeline, and locks.
+
+Every write is safe to repeat (jobs run at least once). Keys:
+
+    conductor:run:{id}             the run record (JSON)
+    conductor:run:{id}:steps       hash: step id -> step record (JSON)
+    conductor:run:{id}:timeline    list of timeline entries (append-only)
+    conductor:issue:{repo}#{n}     the active run of an issue (one at a time)
+    conductor:runs                 sorted set of run ids by creation time
+    conductor:lock:path:{repo}:{p} per-path locks held by running steps (fenced)
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from redis.asyncio import Redis
+
+RUN_KEY = "conductor:run:{run_id}"
+STEPS_KEY = "conductor:run:{run_id}:steps"
+TIMELINE_KEY = "conductor:run:{run_id}:timeline"
+ISSUE_KEY = "conductor:issue:{repo}#{number}"
+RUNS_INDEX = "conductor:runs"
+RUN_LOCK_KEY = "conductor:run:{run_id}:lock"
+PATH_LOCK_KEY = "conductor:lock:path:{repo}:{pattern}"
+FENCE_KEY = "conductor:lock:fence"
+ATTEMPTS_KEY = "conductor:issue:{repo}#{number}:attempts"
+
+
+class RunStatus(StrEnum):
+    STARTING = "starting"
+    PLANNING = "planning"
+    AWAITING_APPROVAL = "awaiting_approval"
+    RUNNING = "running"
+    FINALIZING = "finalizing"
+    VERIFYING = "verifying"  # PR open, waiting for CI
+    DONE = "done"
+    FAILED = "failed"
+    NEEDS_HUMAN = "needs_human"
+    CANCELLED = "cancelled"
+
+    @property
+    def active(self) -> bool:
+        return self not in (RunStatus.DONE, RunStatus.FAILED, RunStatus.NEEDS_HUMAN,
+                            RunStatus.CANCELLED)
+
+
+@dataclass
+class Run:
+    id: str
+    repo: str  # owner/name
+    installation_id: int
+    issue_number: int
+    issue_title: str
+    triggered_by: str
+    trigger_delivery: str
+    attempt: int
+    branch: str
+    default_branch: str = "main"
+    status: RunStatus = RunStatus.STARTING
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    base_sha: str | None = None
+    plan: dict[str, Any] | None = None
+    plan_template: str | None = None
+    tracking_comment_id: int | None = None
+    pr_number: int | None = None
+    pr_url: str | None = None
+    head_sha: str | None = None
+    stop_reason: str | None = None
+    risk_flags: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Run:
+        data = json.loads(raw)
+        data["status"] = RunStatus(data["status"])
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class StepRecord:
+    id: str
+    state: str = "pending"  # app.scheduler.StepState values
+    attempt: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    commit: str | None = None
+    summary: str | None = None
+    rationale: str | None = None
+    uncertainties: str | None = None
+    error: str | None = None
+    files_changed: list[str] = field(default_factory=list)
+    lines_changed: int = 0
+    review: dict[str, Any] | None = None
+    fence: int | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> StepRecord:
+        data = json.loads(raw)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def new_run_id(repo: str, issue_number: int, attempt: int) -> str:
+    name = repo.split("/")[-1][:20].lower()
+    return f"{name}-{issue_number}-{attempt}-{secrets.token_hex(3)}"
+
+
+class RunStore:
+    def __init__(self, redis: Redis) -> None:
+        # redis-py types hash and list commands as "Awaitable[T] | T" for both clients.
+        self.redis: Any = redis
+
+    # -- runs -------------------------------------------------------------------------------
+
+    async def claim_issue(self, repo: str, number: int, run_id: str) -> str | None:
+        """Make `run_id` the issue's active run. Returns the run id that holds the issue
+        (this one when the claim succeeded, the other one when a run is already active)."""
+        key = ISSUE_KEY.format(repo=repo, number=number)
+        if await self.redis.set(key, run_id, nx=True):
+            return run_id
+        holder = await self.redis.get(key)
+        return holder.decode() if isinstance(holder, bytes) else holder
+
+    async def release_issue(self, repo: str, number: int, run_id: str) -> None:
+        # Only the holder releases.
+        await self._release(ISSUE_KEY.format(repo=repo, number=number), run_id)
+
+    async def active_run_id(self, repo: str, number: int) -> str | None:
+        value = await self.redis.get(ISSUE_KEY.format(repo=repo, number=number))
+        return _s(value) if value is not None else None
+
+    async def next_attempt(self, repo: str, number: int) -> int:
+        return int(await self.redis.incr(ATTEMPTS_KEY.format(repo=repo, number=number)))
+
+    async def create(self, run: Run) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(RUN_KEY.format(run_id=run.id), run.to_json(), nx=True)
+            pipe.zadd(RUNS_INDEX, {run.id: run.created_at})
+            await pipe.execute()
+
+    async def get(self, run_id: str) -> Run | None:
+        raw = await self.redis.get(RUN_KEY.format(run_id=run_id))
+        return Run.from_json(raw) if raw else None
+
+    async def save(self, run: Run) -> None:
+        run.updated_at = time.time()
+        await self.redis.set(RUN_KEY.format(run_id=run.id), run.to_json())
+
+    async def recent(self, count: int = 50) -> list[Run]:
+        ids = await self.redis.zrevrange(RUNS_INDEX, 0, count - 1)
+        runs = [await self.get(_s(i)) for i in ids]
+        return [r for r in runs if r is not None]
+
+    # -- steps ------------------------------------------------------------------------------
+
+    async def init_steps(self, run_id: str, step_ids: list[str]) -> None:
+        key = STEPS_KEY.format(run_id=run_id)
+        for step_id in step_ids:
+            await self.redis.hsetnx(key, step_id, StepRecord(id=step_id).to_json())
+
+    async def steps(self, run_id: str) -> dict[str, StepRecord]:
+        raw = await self.redis.hgetall(STEPS_KEY.format(run_id=run_id))
+        return {_s(k): StepRecord.from_json(v) for k, v in raw.items()}
+
+    async def step(self, run_id: str, step_id: str) -> StepRecord | None:
+        raw = await self.redis.hget(STEPS_KEY.format(run_id=run_id), step_id)
+        return StepRecord.from_json(raw) if raw else None
+
+    async def save_step(self, run_id: str, record: StepRecord) -> None:
+        await self.redis.hset(STEPS_KEY.format(run_id=run_id), record.id, record.to_json())
+
+    # -- timeline ---------------------------------------------------------------------------
+
+    async def log(self, run_id: str, kind: str, message: str, *, step: str | None = None,
+                  **data: Any) -> None:
+        entry = {"at": time.time(), "kind": kind, "message": message, "step": step}
+        if data:
+            entry["data"] = data
+        await self.redis.rpush(TIMELINE_KEY.format(run_id=run_id), json.dumps(entry))
+
+    async def timeline(self, run_id: str) -> list[dict[str, Any]]:
+        raw = await self.redis.lrange(TIMELINE_KEY.format(run_id=run_id), 0, -1)
+        return [json.loads(item) for item in raw]
+
+    # -- locks ------------------------------------------------------------------------------
+
+    async def lock_run(self, run_id: str, ttl_ms: int = 30_000) -> str | None:
+        token = secrets.token_hex(8)
+        ok = await self.redis.set(RUN_LOCK_KEY.format(run_id=run_id), token, nx=True, px=ttl_ms)
+        return token if ok else None
+
+    async def unlock_run(self, run_id: str, token: str) -> None:
+        await self._release(RUN_LOCK_KEY.format(run_id=run_id), token)
+
+    async def lock_paths(self, repo: str, patterns: list[str], owner: str,
+                         ttl_s: int) -> int | None:
+        """Take every path lock for `owner` (a run/step), or none. Returns a fencing token
+        (strictly increasing across all locks) or None when another owner holds one."""
+        keys = [PATH_LOCK_KEY.format(repo=repo, pattern=p) for p in sorted(set(patterns))]
+        fence = int(await self.redis.incr(FENCE_KEY))
+        value = f"{owner}|{fence}"
+        taken: list[str] = []
+        for key in keys:
+            if await self.redis.set(key, value, nx=True, ex=ttl_s):
+                taken.append(key)
+                continue
+            current = await self.redis.get(key)
+            if current is not None and _s(current).split("|")[0] == owner:
+                await self.redis.set(key, value, ex=ttl_s)  # re-taken by a re-run of the owner
+                taken.append(key)
+                continue
+            for held in taken:
+                await self._release(held, value)
+            return None
+        return fence
+
+    async def unlock_paths(self, repo: str, patterns: list[str], owner: str) -> None:
+        for pattern in sorted(set(patterns)):
+            key = PATH_LOCK_KEY.format(repo=repo, pattern=pattern)
+            current = await self.redis.get(key)
+            if current is not None and _s(current).split("|")[0] == owner:
+                await self._release(key, _s(current))
+
+    async def _release(self, key: str, value: str) -> bool:
+        """Delete `key` only if it still holds `value` (atomic compare-and-delete)."""
+        result = await self.redis.eval(_COMPARE_AND_DELETE, 1, key, value)
+        return bool(result)
+
+
+_COMPARE_AND_DELETE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
