@@ -1,0 +1,181 @@
+"""Turning run state into what people read: the tracking comment and the PR body.
+
+Pure: takes the run, its steps, timeline and usage, returns Markdown. Text that came from a
+model or from the issue is neutralised first: no @-mentions that would ping people, no
+closing keywords that would close other issues on merge, no table-breaking pipes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from app.render import render
+from app.runs import Run, RunStatus, StepRecord
+
+TRACKING_MARKER = "<!-- conductor:tracking run={run_id} -->"
+PR_MARKER = "<!-- conductor:pr run={run_id} -->"
+
+_MENTION = re.compile(r"(?<![\w`])@(?=[A-Za-z0-9])")
+_CLOSING = re.compile(
+    r"\b(close[sd]?|fix(e[sd])?|resolve[sd]?)(\s*:?\s+)(?=[\w./-]*#\d)", re.IGNORECASE
+)
+_STATE_ICON = {"pending": "⬜", "running": "🔄", "done": "✅", "failed": "❌",
+               "skipped": "⏭️"}
+_STATUS_LINE = {
+    RunStatus.STARTING: "Starting",
+    RunStatus.PLANNING: "Planning the change",
+    RunStatus.AWAITING_APPROVAL: "Waiting for `/agent approve` from someone with write access",
+    RunStatus.RUNNING: "Working on the steps",
+    RunStatus.FINALIZING: "Opening the pull request",
+    RunStatus.VERIFYING: "Pull request open; waiting for CI",
+    RunStatus.DONE: "Done",
+    RunStatus.FAILED: "Stopped",
+    RunStatus.NEEDS_HUMAN: "Stopped: needs a human",
+    RunStatus.CANCELLED: "Cancelled",
+}
+
+
+def neutralise(text: str | None) -> str:
+    """Untrusted or generated text made safe to post: no pings, no closing keywords."""
+    if not text:
+        return ""
+    text = _MENTION.sub("@\u200b", text)
+    return _CLOSING.sub(lambda m: f"{m.group(1)}\u200b{m.group(3)}", text)
+
+
+def cell(text: str | None, limit: int = 300) -> str:
+    """Text for one Markdown table cell."""
+    flat = " ".join(neutralise(text).split())
+    if len(flat) > limit:
+        flat = flat[: limit - 1] + "…"
+    return flat.replace("|", "\\|")
+
+
+def duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def clock(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S")
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    role: str
+    model: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: float
+
+
+def _total(rows: list[UsageRow]) -> UsageRow:
+    return UsageRow(
+        role="total", model="", calls=sum(r.calls for r in rows),
+        input_tokens=sum(r.input_tokens for r in rows),
+        output_tokens=sum(r.output_tokens for r in rows),
+        cache_read_tokens=sum(r.cache_read_tokens for r in rows),
+        cache_write_tokens=sum(r.cache_write_tokens for r in rows),
+        cost_usd=sum(r.cost_usd for r in rows),
+    )
+
+
+def _gantt_label(text: str) -> str:
+    # Mermaid task names may not contain ':' or '#' or ';'.
+    return re.sub(r"[:#;`\n]", " ", text).strip()[:60] or "step"
+
+
+def gantt(run: Run, plan_steps: list[dict[str, Any]], steps: dict[str, StepRecord],
+          timeline: list[dict[str, Any]]) -> str:
+    lines = ["gantt", "    dateFormat x", "    axisFormat %H:%M:%S",
+             f"    title Run {_gantt_label(run.id)}"]
+    planned = [e for e in timeline if e["kind"] == "plan"]
+    if planned:
+        lines += ["    section Plan",
+                  f"    Plan :done, plan, {int(run.created_at * 1000)}, "
+                  f"{int(planned[-1]['at'] * 1000)}"]
+    lines.append("    section Steps")
+    for spec in plan_steps:
+        record = steps.get(spec["id"])
+        if record is None or record.started_at is None:
+            continue
+        end = record.finished_at or time.time()
+        tag = {"done": "done", "failed": "crit", "running": "active"}.get(record.state, "")
+        prefix = f"{tag}, " if tag else ""
+        lines.append(
+            f"    {_gantt_label(spec['id'] + ' ' + spec.get('title', ''))} :{prefix}"
+            f"s_{re.sub(r'[^A-Za-z0-9_]', '_', spec['id'])}, "
+            f"{int(record.started_at * 1000)}, {int(max(end, record.started_at + 1) * 1000)}"
+        )
+    return "\n".join(lines)
+
+
+def _context(run: Run, steps: dict[str, StepRecord], timeline: list[dict[str, Any]],
+             usage: list[UsageRow], now: float | None) -> dict[str, Any]:
+    plan = run.plan or {}
+    plan_steps: list[dict[str, Any]] = list(plan.get("steps", []))
+    rows = []
+    for spec in plan_steps:
+        record = steps.get(spec["id"]) or StepRecord(id=spec["id"])
+        rows.append({
+            "id": spec["id"], "title": cell(spec.get("title"), 80), "role": spec.get("role", ""),
+            "files": ", ".join(f"`{cell(f, 80)}`" for f in spec.get("files", [])[:6])
+            + (" …" if len(spec.get("files", [])) > 6 else ""),
+            "state": record.state, "icon": _STATE_ICON.get(record.state, "⬜"),
+            "commit": (record.commit or "")[:7],
+            "rationale": cell(record.rationale or spec.get("rationale"), 400),
+            "summary": cell(record.summary, 400),
+            "error": cell(record.error, 300),
+            "review": record.review,
+        })
+    now = now or time.time()
+    end = run.updated_at if not run.status.active else now
+    return {
+        "run": run,
+        "status_line": _STATUS_LINE[run.status],
+        "stop_reason": neutralise(run.stop_reason),
+        "summary": neutralise(plan.get("summary")),
+        "rationale": neutralise(plan.get("rationale")),
+        "steps": rows,
+        "elapsed": duration(end - run.created_at),
+        "usage": usage,
+        "total": _total(usage),
+        "timeline": [
+            {"clock": clock(e["at"]), "message": cell(e["message"], 300),
+             "step": e.get("step")}
+            for e in timeline
+        ],
+        "gantt": gantt(run, plan_steps, steps, timeline) if plan_steps else "",
+        "risk_flags": [cell(f, 200) for f in run.risk_flags],
+        "tracking_marker": TRACKING_MARKER.format(run_id=run.id),
+        "pr_marker": PR_MARKER.format(run_id=run.id),
+    }
+
+
+def tracking_comment(run: Run, steps: dict[str, StepRecord], timeline: list[dict[str, Any]],
+                     usage: list[UsageRow], now: float | None = None) -> str:
+    return render("comments/tracking.md.j2", **_context(run, steps, timeline, usage, now))
+
+
+def pr_body(run: Run, steps: dict[str, StepRecord], timeline: list[dict[str, Any]],
+            usage: list[UsageRow], now: float | None = None) -> str:
+    return render("pr/body.md.j2", **_context(run, steps, timeline, usage, now))
+
+
+def pr_title(run: Run) -> str:
+    plan = run.plan or {}
+    title = " ".join(str(plan.get("title") or run.issue_title).split())
+    return (title[:120] or f"Conductor: issue #{run.issue_number}")

@@ -1,0 +1,106 @@
+"""The tracking comment and PR body, rendered from fixed state and compared to snapshots.
+
+Set UPDATE_SNAPSHOTS=1 to rewrite the snapshot files after an intended change; review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from app.report import UsageRow, gantt, neutralise, pr_body, tracking_comment
+from app.runs import Run, RunStatus, StepRecord
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+T0 = 1_800_000_000.0
+
+
+def sample() -> tuple[Run, dict[str, StepRecord], list[dict[str, object]], list[UsageRow]]:
+    run = Run(
+        id="shop-7-1-abc123", repo="acme/shop", installation_id=1, issue_number=7,
+        issue_title="Add a health endpoint", triggered_by="alice", trigger_delivery="d",
+        attempt=1, branch="conductor/issue-7-add-a-health-endpoint",
+        status=RunStatus.VERIFYING, created_at=T0, updated_at=T0 + 95,
+        pr_number=12, pr_url="https://github.com/acme/shop/pull/12",
+        risk_flags=["public API: adds GET /health"],
+        plan={
+            "summary": "Add GET /health returning the build version; @bob asked for it.",
+            "rationale": "Route, handler and a test; fixes #99 is out of scope.",
+            "steps": [
+                {"id": "route", "role": "implementer", "title": "Add the /health route",
+                 "files": ["src/app.py"], "rationale": "The endpoint itself | one handler."},
+                {"id": "tests", "role": "test_engineer", "title": "Test /health",
+                 "files": ["tests/test_health.py"], "rationale": "Proves 200 and the body."},
+                {"id": "docs", "role": "implementer", "title": "Document /health",
+                 "files": ["README.md"], "rationale": "Users find it."},
+            ],
+        },
+    )
+    steps = {
+        "route": StepRecord(id="route", state="done", started_at=T0 + 10, finished_at=T0 + 40,
+                            commit="a1b2c3d4e5", rationale="Adds the route next to /version."),
+        "tests": StepRecord(id="tests", state="done", started_at=T0 + 12, finished_at=T0 + 38,
+                            commit="f6e5d4c3b2"),
+        "docs": StepRecord(id="docs", state="failed", started_at=T0 + 41, finished_at=T0 + 60,
+                           error="README.md is protected"),
+    }
+    timeline: list[dict[str, object]] = [
+        {"at": T0, "kind": "trigger", "message": "labeled by @alice", "step": None},
+        {"at": T0 + 9, "kind": "plan", "message": "plan accepted: 3 steps", "step": None},
+        {"at": T0 + 10, "kind": "step", "message": "started", "step": "route"},
+    ]
+    usage = [
+        UsageRow("orchestrator", "claude-opus-5-5", 1, 12000, 800, 0, 9000, 0.1234),
+        UsageRow("implementer", "claude-sonnet-5-5", 6, 30000, 4000, 25000, 0, 0.2),
+    ]
+    return run, steps, timeline, usage
+
+
+def check_snapshot(name: str, text: str) -> None:
+    path = SNAPSHOTS / name
+    if os.environ.get("UPDATE_SNAPSHOTS") or not path.exists():
+        path.write_text(text)
+        if not os.environ.get("UPDATE_SNAPSHOTS"):
+            pytest.fail(f"snapshot {name} was missing and has been written; review it")
+    assert text == path.read_text()
+
+
+def test_pr_body_snapshot() -> None:
+    run, steps, timeline, usage = sample()
+    body = pr_body(run, steps, timeline, usage, now=T0 + 100)  # type: ignore[arg-type]
+    assert "Closes #7" in body
+    assert "@\u200bbob" in body and "fixes\u200b #99" in body
+    assert "```mermaid\ngantt" in body
+    check_snapshot("pr_body.md", body)
+
+
+def test_tracking_comment_snapshot() -> None:
+    run, steps, timeline, usage = sample()
+    comment = tracking_comment(run, steps, timeline, usage, now=T0 + 100)  # type: ignore[arg-type]
+    assert "- [x] ✅ **route**" in comment and "- [ ] ❌ **docs**" in comment
+    assert run.pr_url is not None and run.pr_url in comment
+    check_snapshot("tracking_comment.md", comment)
+
+
+def test_gantt_windows_follow_the_steps() -> None:
+    run, steps, timeline, _ = sample()
+    chart = gantt(run, run.plan["steps"], steps, timeline)  # type: ignore[index]
+    assert ":done, s_route, 1800000010000, 1800000040000" in chart
+    assert ":crit, s_docs, 1800000041000, 1800000060000" in chart
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("thanks @octocat", "thanks @\u200boctocat"),
+        ("mail a@b.com", "mail a@b.com"),
+        ("`@decorator`", "`@decorator`"),
+        ("Fixes #12", "Fixes\u200b #12"),
+        ("closes other/repo#3", "closes\u200b other/repo#3"),
+        ("the fix is #12-safe", "the fix is #12-safe"),
+    ],
+)
+def test_neutralise(text: str, expected: str) -> None:
+    assert neutralise(text) == expected
