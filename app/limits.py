@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 # Paths no step may touch unless the repository's config allows them explicitly.
 DEFAULT_PROTECTED = (
     ".github/workflows/**",
+    ".github/conductor.yml",  # the guardrails themselves
     ".git/**",
     "**/.env",
     "**/.env.*",
