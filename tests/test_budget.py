@@ -1,0 +1,144 @@
+"""The per-run budget and call ledger, on a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from app.budget import USAGE_KEY, Budget, BudgetExceeded, model_calls, usage_totals
+from app.limits import Limits
+from app.models import ModelCall, ModelClient, ModelRequest
+from app.redis import RedisProcess
+from app.settings import Settings
+from tests.emulators.anthropic_api import AnthropicServer, AnthropicStandIn, reply
+
+API_KEY = "sk-ant-test-budget-0123456789"
+MODEL = "claude-sonnet-5-5"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[AnthropicServer]:
+    with AnthropicServer(AnthropicStandIn(api_key=API_KEY)) as running:
+        yield running
+
+
+@pytest.fixture
+def stand_in(server: AnthropicServer) -> AnthropicStandIn:
+    server.stand_in.reset()
+    return server.stand_in
+
+
+def call(role: str = "implementer", model: str = MODEL, *, input_tokens: int = 100,
+         output_tokens: int = 10, cost_usd: float = 0.000123, **fields: Any) -> ModelCall:
+    return ModelCall(run_id="run-1", role=role, model=model, started_at=time.time(),
+                     latency_ms=5, input_tokens=input_tokens, output_tokens=output_tokens,
+                     cost_usd=cost_usd, **fields)
+
+
+def request(chars: int = 350, max_tokens: int = 1_000) -> ModelRequest:
+    return ModelRequest(model=MODEL, max_tokens=max_tokens,
+                        messages=[{"role": "user", "content": "x" * chars}])
+
+
+async def test_concurrent_records_from_many_clients_add_up_exactly(
+    redis: aioredis.Redis, redis_server: RedisProcess
+) -> None:
+    # Separate connections stand for workers on different machines.
+    clients = [aioredis.Redis.from_url(redis_server.url) for _ in range(4)]
+    try:
+        budgets = [Budget(c, "run-1", Limits()) for c in clients]
+        roles = ["implementer", "reviewer"]
+        await asyncio.gather(*(
+            budgets[i % 4].record(call(roles[i % 2], input_tokens=100 + i, cost_usd=0.0001))
+            for i in range(200)
+        ))
+    finally:
+        for c in clients:
+            await c.aclose()
+    totals = await usage_totals(redis, "run-1")
+    assert totals.overall.calls == 200
+    assert totals.overall.input_tokens == sum(100 + i for i in range(200))
+    assert totals.overall.output_tokens == 2_000
+    assert totals.overall.cost_micro_usd == 200 * 100
+    assert totals.overall.cost_usd == pytest.approx(0.02)
+    assert {role: t.calls for role, t in totals.by_role.items()} == {
+        "implementer": 100, "reviewer": 100}
+    assert totals.by_model[MODEL].calls == 200
+    assert len(await model_calls(redis, "run-1")) == 200
+
+
+async def test_totals_by_role_and_model(redis: aioredis.Redis) -> None:
+    budget = Budget(redis, "run-1", Limits())
+    await budget.record(call("orchestrator", "claude-opus-5-5", cost_usd=0.5,
+                             cache_read_input_tokens=1_000))
+    await budget.record(call("implementer", MODEL, cost_usd=0.25,
+                             cache_creation_input_tokens=2_000))
+    await budget.record(call("implementer", MODEL, error="529 overloaded"))
+    totals = await budget.totals()
+    assert totals.overall.calls == 2 and totals.overall.errors == 1
+    assert totals.overall.cost_usd == pytest.approx(0.75)
+    assert totals.overall.tokens == 2 * 110 + 1_000 + 2_000
+    assert totals.by_role["orchestrator"].cache_read_input_tokens == 1_000
+    assert totals.by_model[MODEL].cache_creation_input_tokens == 2_000
+    assert totals.by_role["implementer"].errors == 1
+    assert [c.role for c in await model_calls(redis, "run-1")] == [
+        "orchestrator", "implementer", "implementer"]
+
+
+async def test_cost_limit_counts_the_worst_case_of_the_next_call(redis: aioredis.Redis) -> None:
+    budget = Budget(redis, "run-1", Limits(max_cost_usd_per_run=1.0))
+    await budget.record(call(cost_usd=0.95))
+    await budget.check(MODEL, request(max_tokens=1_000))  # ≤ $0.016 more: fits
+    with pytest.raises(BudgetExceeded) as caught:
+        await budget.check(MODEL, request(max_tokens=10_000))  # up to $0.15 more
+    message = str(caught.value)
+    assert "cost budget" in message and "$0.95 of its $1.00" in message
+    assert "limits.max_cost_usd_per_run" in message and ".github/conductor.yml" in message
+    assert caught.value.kind == "cost"
+
+
+async def test_token_limit(redis: aioredis.Redis) -> None:
+    budget = Budget(redis, "run-1", Limits(max_tokens_per_run=5_000))
+    await budget.record(call(input_tokens=3_000, output_tokens=500))
+    with pytest.raises(BudgetExceeded, match=r"3,500 of its 5,000 tokens.*max_tokens_per_run"):
+        await budget.check(MODEL, request(chars=3_500, max_tokens=1_000))
+
+
+async def test_renewed_allowance_counts_from_now_but_totals_keep_everything(
+    redis: aioredis.Redis,
+) -> None:
+    budget = Budget(redis, "run-1", Limits(max_cost_usd_per_run=1.0))
+    await budget.record(call(cost_usd=0.99))
+    with pytest.raises(BudgetExceeded):
+        await budget.check(MODEL, request())
+    await budget.renew()
+    await budget.check(MODEL, request())
+    assert await budget.spent() == (0, 0.0)
+    await budget.record(call(cost_usd=0.5))
+    assert (await budget.spent())[1] == pytest.approx(0.5)
+    assert (await budget.totals()).overall.cost_usd == pytest.approx(1.49)
+    assert set((await usage_totals(redis, "run-1")).by_role) == {"implementer"}
+    assert await redis.hget(USAGE_KEY.format(run_id="run-1"), "allowance|cost") == b"990000"
+
+
+async def test_exhausted_budget_refuses_before_any_request(
+    redis: aioredis.Redis, server: AnthropicServer, stand_in: AnthropicStandIn
+) -> None:
+    stand_in.script([reply("never sent")])
+    budget = Budget(redis, "run-1", Limits(max_cost_usd_per_run=0.5))
+    await budget.record(call(cost_usd=0.5))
+    models = ModelClient(Settings(_env_file=None, anthropic_api_key=API_KEY,
+                                  anthropic_base_url=server.url))
+    try:
+        with pytest.raises(BudgetExceeded, match=r"\$0\.50 of its \$0\.50"):
+            await models.call(request(), budget=budget, role="implementer",
+                              trace={"run": "run-1"})
+    finally:
+        await models.aclose()
+    assert stand_in.requests == []
+    assert len(await model_calls(redis, "run-1")) == 1  # only the call recorded above
