@@ -87,6 +87,8 @@ def configure_logging(level: str = "info", secrets: Iterable[str] = (), stream: 
     ]
     structlog.configure(
         processors=[
+            # First, so that a call below the level costs a level check and nothing more.
+            structlog.stdlib.filter_by_level,
             *shared,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],

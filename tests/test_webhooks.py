@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -11,10 +13,13 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from arq.jobs import deserialize_job
 
 from app.constants import DELIVERY_KEY, QUEUE_NAME, event_job_id
+from app.logs import configure_logging
 from app.redis import RedisProcess
 from app.web import create_app
+from app.webhooks import parse_json
 from tests.conftest import (
     LiveServer,
     fixture_names,
@@ -186,6 +191,77 @@ async def test_malformed_bodies_are_400(
     assert response.status_code == 400
     assert response.json()["error"] == error
     assert await queued(redis) == 0
+
+
+def test_bodies_orjson_refuses_are_read_as_the_standard_library_reads_them() -> None:
+    assert parse_json(b'{"a": [1, 2.5, "x"]}') == ({"a": [1, 2.5, "x"]}, True)
+    lone = parse_json(b'{"body": "broken \\ud83d emoji"}')
+    assert lone == ({"body": "broken \ud83d emoji"}, False)
+    assert parse_json(b'{"big": 1e400}') == ({"big": float("inf")}, False)
+    # The one difference from the standard library: beyond 64 bits an integer becomes a float.
+    assert parse_json(b'{"id": 18446744073709551615}') == ({"id": 2**64 - 1}, True)
+    assert parse_json(b'{"id": 18446744073709551616}') == ({"id": float(2**64)}, True)
+    assert parse_json(b'\xef\xbb\xbf{"bom": true}') == ({"bom": True}, False)
+    value, strict = parse_json(b'{"x": NaN}')
+    assert not strict and value["x"] != value["x"]
+    for not_json in (b"not json", b"", b"\xff\xfe\x00", b"{", b"[" * 100_000):
+        with pytest.raises(ValueError):
+            parse_json(not_json)
+
+
+async def test_a_command_with_a_lone_surrogate_is_queued_not_refused(
+    client: httpx.AsyncClient, redis: aioredis.Redis
+) -> None:
+    comment = _with_installation(load_fixture("issue_comment.created.0.json"))
+    comment["comment"]["body"] = "/agent retry \ud83d"  # half an emoji, as a truncation leaves
+    response = await post(client, "issue_comment", comment, delivery="lone-surrogate")
+    assert response.json()["accepted"] is True
+    raw = await redis.get("arq:job:" + event_job_id("lone-surrogate"))
+    assert deserialize_job(raw).args[3] == comment
+
+
+async def test_absurdly_deep_json_is_400_not_500(client: httpx.AsyncClient) -> None:
+    response = await post(client, "issues", b"[" * 100_000 + b"]" * 100_000)
+    assert response.status_code == 400
+    assert response.json()["error"] == "body is not JSON"
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    root = logging.getLogger()
+    handlers, level = root.handlers, root.level
+    stream = io.StringIO()
+    configure_logging("info", stream=stream)
+    yield stream
+    root.handlers, root.level = handlers, level
+
+
+async def test_each_delivery_is_logged_once_with_all_its_fields(
+    client: httpx.AsyncClient, log_lines: io.StringIO
+) -> None:
+    payload = _labeled()
+    await post(client, "issues", payload, delivery="logged-1")
+    await post(client, "issues", payload, delivery="logged-1")
+    await post(client, "issues", _labeled("bug"), delivery="logged-2")
+    lines = [json.loads(line) for line in log_lines.getvalue().splitlines()]
+    mine = [line for line in lines if line.get("delivery", "").startswith("logged-")]
+    assert [(line["event"], line["delivery"]) for line in mine] == [
+        ("webhook accepted", "logged-1"), ("webhook duplicate", "logged-1"),
+        ("webhook ignored", "logged-2")]
+    assert mine[0] | {"timestamp": None} == {
+        "event": "webhook accepted", "level": "info", "logger": "app.webhooks",
+        "timestamp": None, "delivery": "logged-1", "github_event": "issues",
+        "action": "labeled", "installation": payload["installation"]["id"],
+        "repo": payload["repository"]["full_name"], "kind": "start_run"}
+    assert mine[2]["reason"] == "label 'bug' is not the trigger label 'agent:implement'"
+
+
+async def test_nothing_below_the_level_is_logged(
+    client: httpx.AsyncClient, log_lines: io.StringIO
+) -> None:
+    logging.getLogger().setLevel("WARNING")
+    await post(client, "issues", _labeled(), delivery="quiet-1")
+    assert "quiet-1" not in log_lines.getvalue()
 
 
 async def test_payload_over_the_cap_is_413_without_reading_it_all(
