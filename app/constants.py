@@ -18,6 +18,10 @@ class Job(StrEnum):
     """arq job function names."""
 
     HANDLE_EVENT = "handle_event"
+    PLAN_RUN = "plan_run"
+    SCHEDULE_RUN = "schedule_run"
+    RUN_STEP = "run_step"
+    FINALIZE_RUN = "finalize_run"
 
 
 def event_job_id(delivery_id: str) -> str:

@@ -73,7 +73,7 @@ async def recent_events(redis: Any, count: int = 50) -> list[dict[str, Any]]:
 async def dispatch(ctx: dict[str, Any], event: Event) -> str:
     handlers: dict[str, Handler] = ctx.get("handlers", {})
     handler = handlers.get(event.kind)
-    bound = log.bind(delivery=event.delivery_id, event=event.name, action=event.action,
+    bound = log.bind(delivery=event.delivery_id, github_event=event.name, action=event.action,
                      installation=event.installation_id, repo=event.repo_full_name)
     if handler is None:
         outcome = f"no handler for {event.kind}"

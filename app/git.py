@@ -99,6 +99,17 @@ async def git(
     return out.decode(errors="replace")
 
 
+async def git_ok(*args: str, cwd: Path | None = None, token: str | None = None) -> bool:
+    """Whether a git command succeeds (for commands that answer by exit status)."""
+    try:
+        await git(*args, cwd=cwd, token=token)
+    except GitError as exc:
+        if exc.returncode < 0:  # timed out: not an answer
+            raise
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class Workspace:
     """A repository's cached clone under `root`, and worktrees beside it."""

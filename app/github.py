@@ -107,7 +107,7 @@ class GitHubApp:
             permissions = data.permissions.model_dump(exclude_none=True) if data.permissions else {}
             token = InstallationToken(
                 token=data.token,
-                expires_at=data.expires_at,
+                expires_at=_timestamp(data.expires_at),
                 permissions={k: str(v) for k, v in permissions.items()},
             )
             self._tokens[installation_id] = token
@@ -130,3 +130,17 @@ class GitHubApp:
             if exc.response.status_code == 401:
                 self.forget_token(installation_id)
             raise
+
+
+def _timestamp(value: datetime | str) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def items(response: Any) -> list[Any]:
+    """`parsed_data` of a list endpoint. githubkit annotates these as `list[...]` inside
+    classes that also define a method named `list`, which mypy cannot resolve."""
+    data = response.parsed_data
+    return list(data)

@@ -2,43 +2,123 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
+import httpx
+from arq import Retry
+from githubkit.exception import RequestFailed
+
 from app import routing
-from app.constants import QUEUE_NAME, Job
+from app.commands import handle_command
+from app.constants import QUEUE_NAME
 from app.events import Event, dispatch
+from app.finalize import finalize_run as _finalize_run
+from app.github import GitHubApp, RateLimited
 from app.installations import handle_installation
-from app.logs import configure_logging
+from app.logs import configure_logging, get_logger
+from app.models import ModelClient, ModelUnavailable
+from app.planning import plan_run as _plan_run
+from app.runs import RunStore
+from app.scheduling import schedule_run as _schedule_run
+from app.services import Services
 from app.settings import load_settings
+from app.stepper import run_step as _run_step
+from app.trigger import start_run
+
+log = get_logger(__name__)
+
+
+TRANSIENT_TRIES = 6
+
+
+def _backoff(ctx: dict[str, Any], exc: BaseException) -> Retry:
+    """A transient failure (GitHub or the network): run the job again, waiting longer each
+    time. arq retries only on `Retry`; anything else would fail the job and lose the work."""
+    tries = int(ctx.get("job_try", 1))
+    if isinstance(exc, RateLimited):
+        seconds = exc.retry_after.total_seconds()
+    elif isinstance(exc, ModelUnavailable) and exc.retry_after:
+        seconds = exc.retry_after
+    else:
+        seconds = min(120.0, 2.0 ** tries)
+    seconds = max(1.0, seconds)
+    log.warning("job deferred", job=ctx.get("job_id"), reason=f"{type(exc).__name__}: {exc}",
+                try_=tries, seconds=seconds)
+    return Retry(defer=seconds)
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, RateLimited | ModelUnavailable | httpx.TransportError):
+        return True
+    return isinstance(exc, RequestFailed) and exc.response.status_code >= 500
+
+
+async def _guarded(ctx: dict[str, Any], work: Awaitable[str]) -> str:
+    try:
+        return await work
+    except Exception as exc:
+        if _transient(exc) and int(ctx.get("job_try", 1)) < TRANSIENT_TRIES:
+            raise _backoff(ctx, exc) from exc
+        raise
 
 
 async def handle_event(
     ctx: dict[str, Any], delivery_id: str, event: str, kind: str, payload: dict[str, Any]
 ) -> str:
-    return await dispatch(ctx, Event(delivery_id=delivery_id, name=event, kind=kind,
-                                     payload=payload))
+    return await _guarded(ctx, dispatch(ctx, Event(delivery_id=delivery_id, name=event,
+                                                   kind=kind, payload=payload)))
+
+
+async def plan_run(ctx: dict[str, Any], run_id: str) -> str:
+    return await _guarded(ctx, _plan_run(ctx, run_id))
+
+
+async def schedule_run(ctx: dict[str, Any], run_id: str, trigger: str) -> str:
+    return await _guarded(ctx, _schedule_run(ctx, run_id, trigger))
+
+
+async def run_step(ctx: dict[str, Any], run_id: str, step_id: str, attempt: int) -> str:
+    return await _guarded(ctx, _run_step(ctx, run_id, step_id, attempt))
+
+
+async def finalize_run(ctx: dict[str, Any], run_id: str) -> str:
+    return await _guarded(ctx, _finalize_run(ctx, run_id))
 
 
 async def startup(ctx: dict[str, Any]) -> None:
     if "settings" not in ctx:  # started by plain `arq`, not by `conductor`
         ctx["settings"] = load_settings()
         configure_logging(ctx["settings"].log_level, ctx["settings"].secret_values())
-    ctx.setdefault("handlers", {routing.INSTALLATION: handle_installation})
+    settings = ctx["settings"]
+    ctx.setdefault("handlers", {
+        routing.INSTALLATION: handle_installation,
+        routing.START_RUN: start_run,
+        routing.COMMAND: handle_command,
+    })
+    if "services" not in ctx and settings.has_app_credentials:
+        ctx["services"] = Services(
+            settings=settings,
+            redis=ctx["redis"],
+            store=RunStore(ctx["redis"]),
+            github=GitHubApp(settings),
+            models=ModelClient(settings),
+        )
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    return None
-
-
-handle_event.__name__ = Job.HANDLE_EVENT
+    services = ctx.get("services")
+    if services is not None and services.models is not None:
+        await services.models.aclose()
 
 
 class WorkerSettings:
-    functions: list[Any] = [handle_event]
+    functions: list[Any] = [handle_event, plan_run, schedule_run, run_step, finalize_run]
     queue_name = QUEUE_NAME
     on_startup = startup
     on_shutdown = shutdown
     max_jobs = 8
-    job_timeout = 600
+    job_timeout = 900
     keep_result = 3600
+    max_tries = 20  # only `Retry` retries: lock contention and rate limits
     allow_abort_jobs = True

@@ -1,0 +1,29 @@
+"""Usage per role and model for the tracking comment and PR body, from the run's call ledger."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.budget import model_calls
+from app.report import UsageRow
+
+
+async def usage_rows(redis: Any, run_id: str) -> list[UsageRow]:
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for call in await model_calls(redis, run_id):
+        groups.setdefault((call.role, call.model), []).append(call)
+    order = ["orchestrator", "navigator", "implementer", "test_engineer", "refactorer", "infra",
+             "reviewer"]
+    rows = [
+        UsageRow(
+            role=role, model=model, calls=len(calls),
+            input_tokens=sum(c.input_tokens for c in calls),
+            output_tokens=sum(c.output_tokens for c in calls),
+            cache_read_tokens=sum(c.cache_read_input_tokens for c in calls),
+            cache_write_tokens=sum(c.cache_creation_input_tokens for c in calls),
+            cost_usd=sum(c.cost_usd for c in calls),
+        )
+        for (role, model), calls in groups.items()
+    ]
+    rows.sort(key=lambda r: (order.index(r.role) if r.role in order else len(order), r.model))
+    return rows

@@ -1,0 +1,191 @@
+"""Planning a run: read the repository, ask the orchestrator model for a plan, validate it.
+
+An invalid plan goes back to the model with the exact errors (bounded by
+`limits.max_plan_attempts`); then the run stops and asks a human. A plan above the approval
+threshold waits for `/agent approve`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app import tracking
+from app.agent import Agent, AgentFailed, Finished, TurnLimitExceeded, untrusted
+from app.budget import Budget, BudgetExceeded
+from app.constants import Job
+from app.github import items
+from app.guidance import read_guidance, render_guidance
+from app.logs import get_logger
+from app.plan import Plan, Role, needs_approval, plan_tool, validate_plan
+from app.plan_templates import choose_template, render_for_prompt
+from app.render import render
+from app.repoconfig import ConfigResult, parse_repo_config
+from app.repomap import RepoMap
+from app.runs import Run, RunStatus
+from app.services import Services
+from app.stopping import stop_run
+from app.terminal import TerminalTools
+from app.tools import Toolbox
+from app.workspace import file_at, synced
+
+log = get_logger(__name__)
+
+CONFIG_PATH = ".github/conductor.yml"
+REPO_MAP_CHARS = 24_000
+GUIDANCE_CHARS = 12_000
+
+
+async def load_config(svc: Services, run: Run, workspace: Any, commit: str) -> ConfigResult:
+    text = await file_at(workspace, commit, CONFIG_PATH)
+    result = parse_repo_config(text)
+    for error in result.errors:
+        await svc.store.log(run.id, "config", f"{CONFIG_PATH}: {error}")
+    return result
+
+
+async def issue_context(svc: Services, run: Run) -> str:
+    owner, name = run.repo.split("/", 1)
+    async with svc.github.installation(run.installation_id) as gh:
+        issue = (await gh.rest.issues.async_get(owner, name, run.issue_number)).parsed_data
+        comments = items(
+            await gh.rest.issues.async_list_comments(owner, name, run.issue_number, per_page=50)
+        )
+    parts = [untrusted("issue title", issue.title or ""),
+             untrusted("issue body", issue.body or "(empty)")]
+    for comment in comments:
+        if comment.body and "<!-- conductor:" in comment.body:
+            continue  # our own tracking comment
+        author = comment.user.login if comment.user else "unknown"
+        parts.append(untrusted(f"comment by {author}", comment.body or ""))
+    return "\n\n".join(parts)
+
+
+async def plan_run(ctx: dict[str, Any], run_id: str) -> str:
+    svc: Services = ctx["services"]
+    run = await svc.store.get(run_id)
+    if run is None:
+        return f"unknown run {run_id}"
+    if not run.status.active:
+        return f"run {run_id} is {run.status}"
+    if run.plan is not None:  # planned by an earlier execution of this job
+        await _continue(svc, run)
+        return f"run {run_id} already planned"
+
+    workspace, _token = await synced(svc, run)
+    base_sha = await workspace.rev_parse(f"refs/remotes/origin/{run.default_branch}")
+    run.base_sha = base_sha
+    await svc.store.save(run)
+
+    config = await load_config(svc, run, workspace, base_sha)
+    if config.fatal:
+        await stop_run(svc, run, RunStatus.NEEDS_HUMAN,
+                       f"{CONFIG_PATH} is invalid: " + "; ".join(config.errors))
+        return "stopped: invalid config"
+    limits = config.limits()
+
+    repo_map = await RepoMap.build(workspace.clone, base_sha,
+                                   cache_dir=svc.data_dir / "repomap" / run.repo.replace("/", "__"))
+    guidance = await read_guidance(workspace.clone, base_sha, GUIDANCE_CHARS)
+    template = choose_template(run.issue_title, await _issue_body(svc, run),
+                               allowed=config.config.plan_templates or None)
+    run.plan_template = template.name
+
+    goal = await issue_context(svc, run)
+    system = [
+        render("prompts/orchestrator.md.j2", roles=[r.value for r in Role],
+               protected=[p for p in limits.protected if p not in limits.allowed_protected],
+               limits=limits, template=render_for_prompt(template),
+               instructions=config.config.instructions or ""),
+        "## Repository map\n\n" + repo_map.render(REPO_MAP_CHARS, focus=run.issue_title),
+        "## Repository guidance\n\n" + (render_guidance(guidance) or "(none)"),
+    ]
+    worktree = await workspace.add_worktree(f"{run.id}-plan", base_sha)
+    try:
+        agent = Agent(
+            svc.models,
+            model=config.model_for("orchestrator"),
+            system_blocks=system,
+            tools=TerminalTools(Toolbox(worktree, editable=False, allowed=None), [plan_tool()]),
+            terminal_tools={"submit_plan"},
+            max_turns=40,
+            max_tokens=8000,
+            role="orchestrator",
+            budget=Budget(svc.redis, run.id, limits),
+            trace={"run": run.id, "step": None},
+        )
+        finished = await _ask(svc, run, agent, [{
+            "role": "user",
+            "content": f"Plan the change this issue asks for (#{run.issue_number} in "
+                       f"{run.repo}).\n\n{goal}\n\nExplore as needed, then call submit_plan.",
+        }])
+        if finished is None:
+            return "stopped while planning"
+        plan: Plan | None = None
+        errors: list[str] = []
+        for attempt in range(1, limits.max_plan_attempts + 1):
+            plan, errors = validate_plan(finished.input, limits)
+            if plan is not None:
+                break
+            await svc.store.log(run.id, "plan", f"plan attempt {attempt} refused: "
+                                + "; ".join(errors), errors=errors)
+            if attempt == limits.max_plan_attempts:
+                break
+            finished = await _ask(svc, run, agent, None, finished,
+                                  "The plan was refused. Fix every problem and call submit_plan "
+                                  "again:\n"
+                                  + "\n".join(f"{i}. {e}" for i, e in enumerate(errors, 1)))
+            if finished is None:
+                return "stopped while planning"
+    finally:
+        await workspace.remove_worktree(worktree)
+
+    if plan is None:
+        await stop_run(svc, run, RunStatus.NEEDS_HUMAN,
+                       "the plan was still invalid after "
+                       f"{limits.max_plan_attempts} attempts: " + "; ".join(errors))
+        return "stopped: invalid plan"
+
+    run.plan = plan.model_dump(mode="json")
+    await svc.store.init_steps(run.id, [s.id for s in plan.steps])
+    await svc.store.log(run.id, "plan", f"plan accepted: {len(plan.steps)} steps "
+                        f"(template {template.name})")
+    reason = needs_approval(plan, limits)
+    if reason:
+        run.status = RunStatus.AWAITING_APPROVAL
+        await svc.store.save(run)
+        await svc.store.log(run.id, "approval", f"waiting for /agent approve: {reason}")
+        await tracking.refresh(svc, run)
+        return f"run {run_id} awaits approval: {reason}"
+    await _continue(svc, run)
+    return f"run {run_id} planned: {len(plan.steps)} steps"
+
+
+async def _ask(svc: Services, run: Run, agent: Agent, messages: list[dict[str, Any]] | None,
+               finished: Finished | None = None, feedback: str = "") -> Finished | None:
+    """Run or resume the planner; a budget or agent failure stops the run (returns None)."""
+    try:
+        if finished is None:
+            assert messages is not None
+            return await agent.run(messages)
+        return await agent.resume(finished, feedback)
+    except BudgetExceeded as exc:
+        await stop_run(svc, run, RunStatus.NEEDS_HUMAN, f"budget exhausted while planning: {exc}")
+    except (AgentFailed, TurnLimitExceeded) as exc:
+        await stop_run(svc, run, RunStatus.NEEDS_HUMAN, f"the planner did not finish: {exc}")
+    return None
+
+
+async def _issue_body(svc: Services, run: Run) -> str:
+    owner, name = run.repo.split("/", 1)
+    async with svc.github.installation(run.installation_id) as gh:
+        issue = (await gh.rest.issues.async_get(owner, name, run.issue_number)).parsed_data
+    return issue.body or ""
+
+
+async def _continue(svc: Services, run: Run) -> None:
+    if run.status in (RunStatus.PLANNING, RunStatus.STARTING):
+        run.status = RunStatus.RUNNING
+        await svc.store.save(run)
+    await tracking.refresh(svc, run)
+    await svc.redis.enqueue_job(Job.SCHEDULE_RUN, run.id, "planned",
+                                _job_id=f"schedule:{run.id}:planned")

@@ -1,0 +1,103 @@
+"""Dispatching ready steps as jobs, one decision at a time per run.
+
+Every event that can make a step ready (the plan accepted, a step finished) enqueues its own
+`schedule_run` job with an id naming that event, so no wake-up is lost and a re-executed
+trigger does not schedule twice. The jobs serialise on a per-run lock; a job that finds the
+lock taken is retried shortly. Steps claim their paths with fenced locks in Redis, so two
+running steps (of this run or another on the same repository) never touch the same path.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from arq import Retry
+
+from app import tracking
+from app.constants import Job
+from app.logs import get_logger
+from app.plan import Plan
+from app.runs import Run, RunStatus, StepRecord
+from app.scheduler import StepState, ready_steps, run_outcome
+from app.services import Services
+from app.stopping import stop_run
+
+log = get_logger(__name__)
+
+STEP_LOCK_SECONDS = 3600
+
+
+def step_owner(run_id: str, step_id: str) -> str:
+    return f"{run_id}:{step_id}"
+
+
+def plan_of(run: Run) -> Plan:
+    return Plan.model_validate(run.plan)
+
+
+async def schedule_run(ctx: dict[str, Any], run_id: str, trigger: str) -> str:
+    svc: Services = ctx["services"]
+    token = await svc.store.lock_run(run_id)
+    if token is None:
+        raise Retry(defer=0.2)
+    try:
+        return await _schedule(svc, run_id, trigger)
+    finally:
+        await svc.store.unlock_run(run_id, token)
+
+
+async def _schedule(svc: Services, run_id: str, trigger: str) -> str:
+    run = await svc.store.get(run_id)
+    if run is None or run.plan is None:
+        return f"run {run_id} has no plan"
+    if run.status is not RunStatus.RUNNING:
+        return f"run {run_id} is {run.status.value}"
+    plan = plan_of(run)
+    records = await svc.store.steps(run_id)
+    states = {s.id: StepState(records[s.id].state) if s.id in records else StepState.PENDING
+              for s in plan.steps}
+    outcome = run_outcome(plan, states)
+    if outcome == "done":
+        run.status = RunStatus.FINALIZING
+        await svc.store.save(run)
+        await svc.redis.enqueue_job(Job.FINALIZE_RUN, run_id, _job_id=f"finalize:{run_id}")
+        return "all steps done"
+    if outcome in ("failed", "blocked"):
+        failed = [s for s, st in states.items() if st is StepState.FAILED]
+        reasons = "; ".join(f"step {s}: {records[s].error}" for s in failed if s in records)
+        await stop_run(svc, run, RunStatus.NEEDS_HUMAN,
+                       f"step {', '.join(failed)} failed" + (f" ({reasons})" if reasons else ""))
+        return f"run {outcome}"
+
+    specs = {s.id: s for s in plan.steps}
+    running = {sid: list(specs[sid].files) for sid, st in states.items()
+               if st is StepState.RUNNING}
+    slots = max(0, svc.settings.conductor_run_concurrency - len(running))
+    started: list[str] = []
+    for step_id in ready_steps(plan, states, running, slots):
+        spec = specs[step_id]
+        fence = await svc.store.lock_paths(run.repo, list(spec.files) or [f"__step__/{step_id}"],
+                                           step_owner(run_id, step_id), STEP_LOCK_SECONDS)
+        if fence is None:
+            await svc.store.log(run_id, "wait", "waiting: another run holds these paths",
+                                step=step_id)
+            await svc.redis.enqueue_job(Job.SCHEDULE_RUN, run_id, f"paths-{step_id}",
+                                        _job_id=f"schedule:{run_id}:paths-{step_id}:{time.time()}",
+                                        _defer_by=5)
+            continue
+        record = records.get(step_id) or StepRecord(id=step_id)
+        record.state = StepState.RUNNING.value
+        record.attempt += 1
+        record.started_at = time.time()
+        record.finished_at = None
+        record.fence = fence
+        await svc.store.save_step(run_id, record)
+        await svc.store.log(run_id, "step", f"started ({spec.role.value})", step=step_id)
+        await svc.redis.enqueue_job(Job.RUN_STEP, run_id, step_id, record.attempt,
+                                    _job_id=f"step:{run_id}:{step_id}:{record.attempt}")
+        running[step_id] = list(spec.files)
+        started.append(step_id)
+    if started:
+        await tracking.refresh(svc, run)
+    return f"started {', '.join(started) or 'nothing'} after {trigger}"

@@ -1,0 +1,44 @@
+"""Ending a run that cannot go on: record why, tell the people involved, free the issue.
+
+What was pushed stays pushed; nothing is half-done on GitHub: a step's commit is pushed whole
+or not at all.
+"""
+
+from __future__ import annotations
+
+from app import tracking
+from app.logs import get_logger
+from app.report import neutralise
+from app.runs import Run, RunStatus
+from app.services import Services
+
+log = get_logger(__name__)
+
+NEEDS_HUMAN_LABEL = "agent:needs-human"
+
+
+async def stop_run(svc: Services, run: Run, status: RunStatus, reason: str, *,
+                   notify: bool = True) -> None:
+    if not run.status.active:
+        return
+    run.status = status
+    run.stop_reason = reason
+    await svc.store.save(run)
+    await svc.store.log(run.id, "stop", f"{status.value}: {reason}")
+    owner, name = run.repo.split("/", 1)
+    async with svc.github.installation(run.installation_id) as gh:
+        if status is RunStatus.NEEDS_HUMAN:
+            await gh.rest.issues.async_add_labels(owner, name, run.issue_number,
+                                                  labels=[NEEDS_HUMAN_LABEL])
+        # Editing the tracking comment notifies nobody; a short comment does.
+        if notify:
+            await gh.rest.issues.async_create_comment(
+                owner, name, run.issue_number,
+                body=f"@{run.triggered_by} Conductor stopped run `{run.id}`: "
+                     f"{neutralise(reason)}\n\n"
+                     "Anything already pushed stays on the branch. Fix the cause and label "
+                     "the issue again to start a new attempt.",
+            )
+    await tracking.refresh(svc, run)
+    await svc.store.release_issue(run.repo, run.issue_number, run.id)
+    log.info("run stopped", run=run.id, status=status.value, reason=reason)

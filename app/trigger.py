@@ -1,0 +1,108 @@
+"""A labeled issue becomes a run: check who labeled it, claim the issue, acknowledge, plan.
+
+Safe to run twice for one delivery (arq runs jobs at least once): the run id is derived from
+the delivery, the issue claim is compare-and-set, and every GitHub write is find-or-create.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from app import tracking
+from app.constants import Job
+from app.events import Event
+from app.logs import get_logger
+from app.permissions import may_steer
+from app.runs import Run, RunStatus
+from app.services import Services
+
+log = get_logger(__name__)
+
+REPLIED_KEY = "conductor:replied:{delivery}"
+_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def branch_name(number: int, title: str, attempt: int) -> str:
+    slug = _SLUG.sub("-", title.lower()).strip("-")[:40].rstrip("-") or "change"
+    suffix = f"-{attempt}" if attempt > 1 else ""
+    return f"conductor/issue-{number}-{slug}{suffix}"
+
+
+def run_id_for(repo: str, number: int, delivery: str) -> str:
+    name = _SLUG.sub("-", repo.split("/")[-1].lower()).strip("-")[:20]
+    return f"{name}-{number}-{_SLUG.sub('', delivery.lower())[:12]}"
+
+
+async def reply_once(svc: Services, delivery: str, installation_id: int, repo: str,
+                     number: int, body: str) -> None:
+    """Post `body` on the issue unless this delivery already got its reply."""
+    if not await svc.redis.set(REPLIED_KEY.format(delivery=delivery), 1, nx=True,
+                               ex=7 * 24 * 3600):
+        return
+    owner, name = repo.split("/", 1)
+    try:
+        async with svc.github.installation(installation_id) as gh:
+            await gh.rest.issues.async_create_comment(owner, name, number, body=body)
+    except BaseException:
+        await svc.redis.delete(REPLIED_KEY.format(delivery=delivery))
+        raise
+
+
+async def start_run(ctx: dict[str, Any], event: Event) -> str:
+    svc: Services = ctx["services"]
+    payload = event.payload
+    repo: str = payload["repository"]["full_name"]
+    issue: dict[str, Any] = payload["issue"]
+    number: int = issue["number"]
+    labeler: str = payload["sender"]["login"]
+    installation_id = event.installation_id
+    if installation_id is None:
+        return "ignored: no installation"
+
+    if not await may_steer(svc.redis, svc.github, installation_id, repo, labeler):
+        label = payload.get("label", {}).get("name", svc.settings.conductor_trigger_label)
+        await reply_once(
+            svc, event.delivery_id, installation_id, repo, number,
+            f"@{labeler} thanks — only people with write, maintain or admin permission on "
+            f"this repository can start Conductor with `{label}`. Ask a maintainer to add "
+            "the label.",
+        )
+        return f"refused: {labeler} may not trigger runs"
+
+    run_id = run_id_for(repo, number, event.delivery_id)
+    holder = await svc.store.claim_issue(repo, number, run_id)
+    if holder != run_id:
+        active = await svc.store.get(holder) if holder else None
+        if active is not None and active.status.active:
+            return f"ignored: run {holder} is already active on this issue"
+        # The holder ended without releasing its claim; take the issue over.
+        if holder:
+            await svc.store.release_issue(repo, number, holder)
+        if await svc.store.claim_issue(repo, number, run_id) != run_id:
+            return "ignored: another run claimed the issue first"
+
+    run = await svc.store.get(run_id)
+    if run is None:
+        attempt = await svc.store.next_attempt(repo, number)
+        run = Run(
+            id=run_id, repo=repo, installation_id=installation_id, issue_number=number,
+            issue_title=str(issue.get("title") or ""), triggered_by=labeler,
+            trigger_delivery=event.delivery_id, attempt=attempt,
+            branch=branch_name(number, str(issue.get("title") or ""), attempt),
+            default_branch=str(payload["repository"].get("default_branch") or "main"),
+        )
+        await svc.store.create(run)
+        await svc.store.log(run_id, "trigger",
+                            f"labeled by @{labeler}; attempt {attempt} on {run.branch}")
+    owner, name = repo.split("/", 1)
+    async with svc.github.installation(installation_id) as gh:
+        # Creating the same reaction again answers 200 with the existing one.
+        await gh.rest.reactions.async_create_for_issue(owner, name, number, content="eyes")
+    if run.status is RunStatus.STARTING:
+        run.status = RunStatus.PLANNING
+        await svc.store.save(run)
+    await tracking.refresh(svc, run)
+    await svc.redis.enqueue_job(Job.PLAN_RUN, run_id, _job_id=f"plan:{run_id}")
+    log.info("run started", run=run_id, repo=repo, issue=number, by=labeler)
+    return f"run {run_id} started"
