@@ -1,4 +1,4 @@
-"""A local stand-in for the Anthropic Messages API, for tests (see README_anthropic.md)."""
+"""A local stand-in for the Anthropic Messages API, for tests (see tests/emulators/README.md)."""
 
 from .app import create_app
 from .errors import ApiError

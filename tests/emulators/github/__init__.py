@@ -1,5 +1,5 @@
 """A stateful GitHub stand-in for tests: REST, GraphQL (a sliver), smart HTTP git, App auth,
-webhook-shaped events, faults on demand. See ``tests/emulators/README_github.md``."""
+webhook-shaped events, faults on demand. See ``tests/emulators/README.md``."""
 
 from .access import SYSTEM, Principal
 from .actor import PushRejected, UserActor

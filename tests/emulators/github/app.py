@@ -11,6 +11,8 @@ from starlette.types import Receive, Scope, Send
 
 from . import (
     admin,
+    ci,
+    delivery,
     git_http,
     graphql,
     routes_actions,
@@ -47,6 +49,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
 def create_app(state: GitHubState) -> Starlette:
     routes = [
         *admin.ROUTES,
+        *delivery.ROUTES,
+        *ci.ROUTES,
         *routes_apps.ROUTES,
         *graphql.ROUTES,
         *routes_checks.ROUTES,  # before /commits/{ref:path}

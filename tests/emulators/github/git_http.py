@@ -96,7 +96,7 @@ async def git_http(request: Request) -> Response:
             "Invalid username or token. Password authentication is not supported "
             "for Git operations."
         )
-    request.scope.setdefault("state", {})["login"] = principal.login
+    request.scope.setdefault("state", {}).update(login=principal.login, auth=principal.kind)
     repo = state.find_repo(owner, name)
     refused = refuse(request, principal, repo, push)
     if refused is not None:

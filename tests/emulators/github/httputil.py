@@ -48,6 +48,7 @@ def principal_of(request: Request) -> Principal:
     principal = state_of(request).principal_from_header(request.headers.get("authorization"))
     scope_state["principal"] = principal
     scope_state["login"] = principal.login
+    scope_state["auth"] = principal.kind
     return principal
 
 

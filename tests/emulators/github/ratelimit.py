@@ -135,6 +135,7 @@ class RateLimitMiddleware:
                     login=scope_state.get("login"),
                     at=now,
                     fault=scope_state.get("fault"),
+                    auth=scope_state.get("auth"),
                 )
             )
 

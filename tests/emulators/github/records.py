@@ -314,3 +314,4 @@ class RecordedRequest:
     login: str | None
     at: float
     fault: str | None = None
+    auth: str | None = None  # the caller's kind: installation, user, app, anonymous

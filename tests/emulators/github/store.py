@@ -114,6 +114,9 @@ class Store:
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.subscriber_errors: list[BaseException] = []
         self.requests: list[RecordedRequest] = []
+        # Attached by ``WebhookDelivery.start()`` and ``CIRunner.start()`` for the admin API.
+        self.webhook_delivery: Any = None
+        self.ci_runner: Any = None
 
         # Settings, persisted.
         self.base_url = "http://127.0.0.1"

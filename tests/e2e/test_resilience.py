@@ -1,0 +1,121 @@
+"""Nothing lost, nothing done twice: redeliveries, racing labels, a killed worker, a flaky
+model, a budget that runs out, and a labeler who may not trigger runs."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from tests.e2e.support import (
+    branch_commits,
+    plan,
+    pull_requests,
+    reviews_accept,
+    run_in,
+    runs,
+    step,
+    steps,
+    submits,
+    writes,
+)
+from tests.emulators.anthropic_api import fault
+from tests.emulators.harness import PROJECT_FILES, REPO, Stack
+
+ONE_STEP = plan(step("add", "implementer", "Add sub", ["widgets/sub.py"]))
+
+
+def one_step_script(delay: float = 0.0, attempts: int = 1) -> list[object]:
+    return [submits(ONE_STEP), reviews_accept(),
+            *writes("add", "widgets/sub.py", "def sub(a, b):\n    return a - b\n", delay=delay,
+                    attempts=attempts)]
+
+
+def test_redeliveries_and_racing_labels_make_one_run_one_branch_one_pr(tmp_path: Path) -> None:
+    with Stack(tmp_path, script=one_step_script(delay=0.5)) as stack:
+        number = stack.label_issue("Add sub", "")
+        [first] = stack.wait_for(lambda: stack.hooks.deliveries("issues", "labeled"), 10,
+                                 "the labeled delivery")
+        for _ in range(10):
+            stack.hooks.redeliver(first.id)
+        maggie = stack.state.as_user("maggie")  # maintain: may trigger
+        maggie.remove_label(REPO, number, "agent:implement")
+        maggie.add_labels(REPO, number, "agent:implement")
+        stack.hooks.wait_idle(20)
+        answers = [d.response_json() for d in stack.hooks.deliveries("issues", "labeled")]
+        assert sum(1 for a in answers if a.get("duplicate")) == 10
+
+        run = stack.wait_for(lambda: run_in(stack, "verifying", "needs_human"), 60, "the run")
+        assert run["status"] == "verifying"
+        assert len(runs(stack)) == 1
+        assert len(branch_commits(stack, run["branch"])) == 1
+        assert len(pull_requests(stack)) == 1
+        branches = [r for r in stack.state.git(stack.repo).refs("refs/heads/conductor/")]
+        assert branches == [f"refs/heads/{run['branch']}"]
+
+
+def test_a_worker_killed_mid_step_is_replaced_and_the_step_commits_once(tmp_path: Path) -> None:
+    # The killed worker's model call is answered to nobody; the re-run asks again.
+    script = one_step_script(delay=4.0, attempts=2)
+    with Stack(tmp_path, script=script, workers=1, job_timeout=10) as stack:
+        stack.label_issue("Add sub", "")
+        stack.wait_for(lambda: any(e.rule == "add-write" for e in stack.model.requests), 60,
+                       "the step's model call")
+        assert stack.kill_worker(0, signal.SIGKILL) == -signal.SIGKILL
+        stack.add_worker()
+        run = stack.wait_for(lambda: run_in(stack, "verifying", "needs_human"), 90,
+                             "the step to run again on the new worker")
+        assert run["status"] == "verifying", run.get("stop_reason")
+        assert steps(stack, run["id"])["add"]["state"] == "done"
+        commits = branch_commits(stack, run["branch"])
+        assert len(commits) == 1 and "Conductor-Step: add" in commits[0]
+        assert len(pull_requests(stack)) == 1
+        assert "event handled" in stack.worker_logs(1) or "run_step" in stack.worker_logs(1)
+
+
+def test_an_overloaded_model_is_retried(tmp_path: Path) -> None:
+    script = [fault("overloaded", retry_after=0.01, times=2), *one_step_script()]
+    with Stack(tmp_path, script=script) as stack:
+        stack.label_issue("Add sub", "")
+        run = stack.wait_for(lambda: run_in(stack, "verifying", "needs_human"), 60, "the run")
+        assert run["status"] == "verifying"
+        statuses = [e.status for e in stack.model.message_requests()][:3]
+        assert statuses == [529, 529, 200]
+
+
+def test_budget_exhaustion_stops_the_run_with_a_comment_and_pushes_nothing_half_done(
+    tmp_path: Path,
+) -> None:
+    # Each model call reserves its input plus max_tokens of output before it is sent: with
+    # this limit the plan and step a fit, and step b's first call does not.
+    files = {**PROJECT_FILES, ".github/conductor.yml": "limits:\n  max_tokens_per_run: 14500\n"}
+    two = plan(step("a", "implementer", "Add a", ["widgets/a.py"]),
+               step("b", "implementer", "Add b", ["widgets/b.py"], depends_on=["a"]))
+    script = [submits(two), reviews_accept(), *writes("a", "widgets/a.py", "A = 1\n"),
+              *writes("b", "widgets/b.py", "B = 1\n")]
+    with Stack(tmp_path, files=files, script=script) as stack:
+        number = stack.label_issue("Add a and b", "")
+        run = stack.wait_for(lambda: run_in(stack, "needs_human", "verifying"), 60, "the run")
+        assert run["status"] == "needs_human"
+        assert "budget" in run["stop_reason"] and "max_tokens_per_run" in run["stop_reason"]
+        notice = stack.wait_for(lambda: [c.body for c in stack.comments(number)
+                                         if "stopped run" in c.body], 10, "the stop comment")
+        assert "budget" in notice[0] and "@alice" in notice[0]
+        # Every commit on the branch is a whole step; the refused step pushed nothing.
+        records = steps(stack, run["id"])
+        assert records["a"]["state"] == "done" and records["b"]["state"] == "failed"
+        commits = branch_commits(stack, run["branch"])
+        assert len(commits) == 1 and "Conductor-Step: a" in commits[0]
+        assert not pull_requests(stack)
+        assert "agent:needs-human" in stack.state.issues[
+            next(i for i, v in stack.state.issues.items() if v.number == number)].labels
+
+
+def test_a_labeler_without_write_permission_gets_a_polite_no(tmp_path: Path) -> None:
+    with Stack(tmp_path, script=one_step_script()) as stack:
+        number = stack.label_issue("Add sub", "", as_user="tina")  # triage can label
+        reply = stack.wait_for(lambda: [c for c in stack.comments(number)], 30, "the reply")
+        assert "only people with write, maintain or admin permission" in reply[0].body
+        assert reply[0].body.startswith("@tina")
+        stack.hooks.wait_idle(10)
+        assert runs(stack) == []
+        assert not stack.model.message_requests()
