@@ -12,6 +12,7 @@ from app.logs import get_logger
 from app.report import pr_body, pr_title
 from app.runs import Run, RunStatus
 from app.services import Services
+from app.stopping import stop_run
 
 log = get_logger(__name__)
 
@@ -25,6 +26,12 @@ async def finalize_run(ctx: dict[str, Any], run_id: str) -> str:
         return f"unknown run {run_id}"
     if run.status not in (RunStatus.FINALIZING, RunStatus.VERIFYING):
         return f"run {run_id} is {run.status.value}"
+    if not any(r.commit for r in (await svc.store.steps(run.id)).values()):
+        # Only read-only steps ran (or every change was already on the default branch).
+        await stop_run(svc, run, RunStatus.DONE,
+                       "the plan's steps changed nothing, so there is no pull request; the "
+                       "step summaries are on this run's timeline")
+        return "no changes"
     await svc.store.log(run.id, "pr", "opening the pull request"
                         if run.pr_number is None else "updating the pull request")
     number, url = await upsert_pull_request(svc, run)

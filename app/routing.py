@@ -63,11 +63,14 @@ def is_own_event(payload: dict[str, Any], me: Identity) -> bool:
     return False
 
 
+# CI results of the bot's own pushes carry the bot as sender; they are filtered by the app
+# that owns the check (its `app.id`), not by who caused them.
+_CI_EVENTS = frozenset({"check_run", "check_suite", "workflow_run", "status"})
+
+
 def route(event: str, payload: dict[str, Any], me: Identity) -> Route:
     action = payload.get("action")
-    if is_own_event(payload, me) and not (
-        event == "check_run" and action == "requested_action"
-    ):
+    if event not in _CI_EVENTS and is_own_event(payload, me):
         return Route(ignored="sent by this app")
     handler = _ROUTES.get(event)
     if handler is None:

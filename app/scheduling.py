@@ -9,6 +9,7 @@ running steps (of this run or another on the same repository) never touch the sa
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -36,23 +37,50 @@ def plan_of(run: Run) -> Plan:
     return Plan.model_validate(run.plan)
 
 
+LOCK_WAIT_SECONDS = 20.0
+
+
 async def schedule_run(ctx: dict[str, Any], run_id: str, trigger: str) -> str:
     svc: Services = ctx["services"]
+    # Decisions are short; wait for the lock rather than re-queueing (arq counts every
+    # retry against the job's tries, and a dropped trigger would strand the run).
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
     token = await svc.store.lock_run(run_id)
+    while token is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        token = await svc.store.lock_run(run_id)
     if token is None:
-        raise Retry(defer=0.2)
+        raise Retry(defer=1)
     try:
-        return await _schedule(svc, run_id, trigger)
+        outcome, started = await _schedule(svc, run_id, trigger)
     finally:
         await svc.store.unlock_run(run_id, token)
+    if started:
+        run = await svc.store.get(run_id)
+        if run is not None:
+            await tracking.refresh(svc, run)
+    return outcome
 
 
-async def _schedule(svc: Services, run_id: str, trigger: str) -> str:
+async def reconcile(ctx: dict[str, Any]) -> str:
+    """Periodic: give every running run a scheduling pass, so that no lost wake-up (a job that
+    failed, a worker that died between two writes) can leave a run waiting forever."""
+    svc: Services = ctx["services"]
+    nudged = 0
+    for run in await svc.store.recent(200):
+        if run.status is RunStatus.RUNNING:
+            await svc.redis.enqueue_job(Job.SCHEDULE_RUN, run.id, "reconcile",
+                                        _job_id=f"schedule:{run.id}:reconcile:{int(time.time())}")
+            nudged += 1
+    return f"nudged {nudged} runs"
+
+
+async def _schedule(svc: Services, run_id: str, trigger: str) -> tuple[str, list[str]]:
     run = await svc.store.get(run_id)
     if run is None or run.plan is None:
-        return f"run {run_id} has no plan"
+        return f"run {run_id} has no plan", []
     if run.status is not RunStatus.RUNNING:
-        return f"run {run_id} is {run.status.value}"
+        return f"run {run_id} is {run.status.value}", []
     plan = plan_of(run)
     records = await svc.store.steps(run_id)
     states = {s.id: StepState(records[s.id].state) if s.id in records else StepState.PENDING
@@ -62,13 +90,13 @@ async def _schedule(svc: Services, run_id: str, trigger: str) -> str:
         run.status = RunStatus.FINALIZING
         await svc.store.save(run)
         await svc.redis.enqueue_job(Job.FINALIZE_RUN, run_id, _job_id=f"finalize:{run_id}")
-        return "all steps done"
+        return "all steps done", []
     if outcome in ("failed", "blocked"):
         failed = [s for s, st in states.items() if st is StepState.FAILED]
         reasons = "; ".join(f"step {s}: {records[s].error}" for s in failed if s in records)
         await stop_run(svc, run, RunStatus.NEEDS_HUMAN,
                        f"step {', '.join(failed)} failed" + (f" ({reasons})" if reasons else ""))
-        return f"run {outcome}"
+        return f"run {outcome}", []
 
     specs = {s.id: s for s in plan.steps}
     running = {sid: list(specs[sid].files) for sid, st in states.items()
@@ -98,6 +126,4 @@ async def _schedule(svc: Services, run_id: str, trigger: str) -> str:
                                     _job_id=f"step:{run_id}:{step_id}:{record.attempt}")
         running[step_id] = list(spec.files)
         started.append(step_id)
-    if started:
-        await tracking.refresh(svc, run)
-    return f"started {', '.join(started) or 'nothing'} after {trigger}"
+    return f"started {', '.join(started) or 'nothing'} after {trigger}", started

@@ -25,6 +25,7 @@ from app.limits import Limits
 from app.logs import get_logger
 from app.plan import Role, Step
 from app.planning import load_config
+from app.recorded_tools import RecordedTools
 from app.render import render
 from app.review import Review, Verdict, parse_review, review_tool
 from app.runs import Run, RunStatus, StepRecord
@@ -178,7 +179,10 @@ async def _work(svc: Services, run: Run, step: Step, worktree: Path, config: Any
         model=config.model_for(step.role.value),
         system_blocks=[render(f"prompts/{step.role.value}.md.j2", step=step,
                               instructions=config.config.instructions or "")],
-        tools=Toolbox(worktree, editable=editable, allowed=list(step.files) if editable else None),
+        tools=RecordedTools(
+            Toolbox(worktree, editable=editable, allowed=list(step.files) if editable else None),
+            svc.store, run.id, step.id,
+        ),
         terminal_tools={"finish_step"},
         max_turns=60,
         max_tokens=8000,

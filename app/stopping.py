@@ -32,12 +32,14 @@ async def stop_run(svc: Services, run: Run, status: RunStatus, reason: str, *,
                                                   labels=[NEEDS_HUMAN_LABEL])
         # Editing the tracking comment notifies nobody; a short comment does.
         if notify:
+            advice = "" if status is RunStatus.DONE else (
+                "\n\nAnything already pushed stays on the branch. Fix the cause and label "
+                "the issue again to start a new attempt.")
+            verb = "finished" if status is RunStatus.DONE else "stopped"
             await gh.rest.issues.async_create_comment(
                 owner, name, run.issue_number,
-                body=f"@{run.triggered_by} Conductor stopped run `{run.id}`: "
-                     f"{neutralise(reason)}\n\n"
-                     "Anything already pushed stays on the branch. Fix the cause and label "
-                     "the issue again to start a new attempt.",
+                body=f"@{run.triggered_by} Conductor {verb} run `{run.id}`: "
+                     f"{neutralise(reason)}{advice}",
             )
     await tracking.refresh(svc, run)
     await svc.store.release_issue(run.repo, run.issue_number, run.id)

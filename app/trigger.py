@@ -74,11 +74,11 @@ async def start_run(ctx: dict[str, Any], event: Event) -> str:
     holder = await svc.store.claim_issue(repo, number, run_id)
     if holder != run_id:
         active = await svc.store.get(holder) if holder else None
-        if active is not None and active.status.active:
+        # No record yet means the holder's job is still creating it: that run is active.
+        if active is None or active.status.active:
             return f"ignored: run {holder} is already active on this issue"
         # The holder ended without releasing its claim; take the issue over.
-        if holder:
-            await svc.store.release_issue(repo, number, holder)
+        await svc.store.release_issue(repo, number, active.id)
         if await svc.store.claim_issue(repo, number, run_id) != run_id:
             return "ignored: another run claimed the issue first"
 

@@ -84,6 +84,12 @@ def test_own_events_are_ignored_but_the_retry_button_is_not() -> None:
     assert route("check_run", button, ME).kind == "command"
 
 
+def test_ci_results_of_the_bots_own_pushes_are_accepted() -> None:
+    run = load_fixture("workflow_run.completed.0.json")
+    run["sender"]["login"] = "conductor[bot]"
+    assert route("workflow_run", run, ME).kind == "ci_result"
+
+
 def test_ci_results_from_other_apps_are_accepted() -> None:
     actions = load_fixture("check_run.completed.0.json")
     assert actions["check_run"]["app"]["slug"] == "github-actions"

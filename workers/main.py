@@ -6,7 +6,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 import httpx
-from arq import Retry
+from arq import Retry, cron
 from githubkit.exception import RequestFailed
 
 from app import routing
@@ -20,6 +20,7 @@ from app.logs import configure_logging, get_logger
 from app.models import ModelClient, ModelUnavailable
 from app.planning import plan_run as _plan_run
 from app.runs import RunStore
+from app.scheduling import reconcile as _reconcile
 from app.scheduling import schedule_run as _schedule_run
 from app.services import Services
 from app.settings import load_settings
@@ -86,6 +87,12 @@ async def finalize_run(ctx: dict[str, Any], run_id: str) -> str:
     return await _guarded(ctx, _finalize_run(ctx, run_id))
 
 
+async def reconcile(ctx: dict[str, Any]) -> str:
+    if "services" not in ctx:
+        return "not configured"
+    return await _guarded(ctx, _reconcile(ctx))
+
+
 async def startup(ctx: dict[str, Any]) -> None:
     if "settings" not in ctx:  # started by plain `arq`, not by `conductor`
         ctx["settings"] = load_settings()
@@ -120,5 +127,7 @@ class WorkerSettings:
     max_jobs = 8
     job_timeout = 900
     keep_result = 3600
-    max_tries = 20  # only `Retry` retries: lock contention and rate limits
+    max_tries = 20  # only `Retry` retries: transient failures and rate limits
+    # Every 30 s; unique=True (the default) makes one worker run it per tick.
+    cron_jobs = [cron(reconcile, second={0, 30}, run_at_startup=False)]
     allow_abort_jobs = True
