@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import certifi
 from githubkit import AppAuthStrategy, GitHub, TokenAuthStrategy
 from githubkit.exception import GitHubException, RateLimitExceeded, RequestFailed
 from githubkit.retry import RetryOption
@@ -77,6 +79,8 @@ class GitHubApp:
         self._private_key = settings.github_private_key
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
+        # Building a TLS context loads the CA bundle (~20 ms); one per process is enough.
+        self._ssl = ssl.create_default_context(cafile=certifi.where())
         self._tokens: dict[int, InstallationToken] = {}
         self._locks: dict[int, asyncio.Lock] = {}
 
@@ -86,6 +90,7 @@ class GitHubApp:
             base_url=self.api_url,
             user_agent=USER_AGENT,
             timeout=self._timeout,
+            ssl_verify=self._ssl,
             http_cache=False,
             auto_retry=self._retry,
         )

@@ -11,10 +11,7 @@ also held to the step's file globs at once; the guardrails check the final diff 
 from __future__ import annotations
 
 import asyncio
-import math
 import os
-import re
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +20,7 @@ from typing import Any
 from app.git import GitError, git
 from app.globs import matches, matches_any
 from app.guardrails import outside_files_message
+from app.search import Chunk, SearchIndex, chunk_text, query_terms, tokenize
 
 MAX_READ_BYTES = 512_000  # read_file refuses larger files
 MAX_READ_LINES = 2_000  # lines per read_file answer
@@ -218,7 +216,7 @@ class Toolbox:
         return shown
 
     async def search_code(self, query: str, path_glob: str | None = None) -> str:
-        terms = set(_tokens(query))
+        terms = set(query_terms(query))
         if not terms:
             raise ToolError("The query has no searchable words; give identifiers or words "
                             "of at least two letters.")
@@ -394,10 +392,11 @@ class Toolbox:
 
     def _search(self, files: list[str], query: str,
                 terms: set[str]) -> tuple[list[tuple[str, int, list[tuple[int, str]]]], int, bool]:
-        """BM25 over chunks of lines. Only the query's terms are counted, so no index is kept:
-        the scan costs one pass over the files, like grep."""
-        candidates: list[tuple[str, int, list[str], Counter[str], int]] = []
-        chunk_count = token_count = total = searched = 0
+        """Rank chunks of lines with the repository map's BM25 (`app.search`); no index is
+        kept: the scan costs one pass over the files, like grep."""
+        chunks: list[Chunk] = []
+        texts: dict[str, list[str]] = {}
+        total = searched = 0
         capped = False
         for rel in files:
             target = self._root / rel
@@ -414,39 +413,18 @@ class Toolbox:
             if text is None:
                 continue
             searched += 1
-            path_tokens = _tokens(rel)
-            lines = text.splitlines()
-            for start in range(0, len(lines), SEARCH_CHUNK_LINES):
-                window = lines[start:start + SEARCH_CHUNK_LINES]
-                tokens = path_tokens + _tokens("\n".join(window))
-                chunk_count += 1
-                token_count += len(tokens)
-                counts = Counter(token for token in tokens if token in terms)
-                if counts:
-                    candidates.append((rel, start + 1, window, counts, len(tokens)))
-        average = token_count / chunk_count if chunk_count else 1.0
-        frequency = Counter(term for candidate in candidates for term in candidate[3])
-        phrase = query.strip().casefold()
-        scored: list[tuple[float, int]] = []
-        for index, (_, _, window, counts, length) in enumerate(candidates):
-            score = 0.0
-            for term, tf in counts.items():
-                df = frequency[term]
-                idf = math.log(1 + (chunk_count - df + 0.5) / (df + 0.5))
-                score += idf * tf * 2.5 / (tf + 1.5 * (0.25 + 0.75 * length / average))
-            if phrase in "\n".join(window).casefold():
-                score *= 2  # the exact text beats scattered words
-            scored.append((score, index))
-        scored.sort(key=lambda item: (-item[0], item[1]))
+            texts[rel] = text.splitlines()
+            chunks.extend(chunk_text(rel, text, lines=SEARCH_CHUNK_LINES, overlap=0))
         hits = []
-        for _, index in scored[:MAX_SEARCH_RESULTS]:
-            rel, first, window, _, _ = candidates[index]
-            overlap = [(len(terms & set(_tokens(line))), first + offset, line)
+        for chunk, _ in SearchIndex(chunks).rank(query, MAX_SEARCH_RESULTS):
+            window = texts[chunk.path][chunk.start_line - 1:chunk.end_line]
+            overlap = [(len(terms & set(tokenize(line))), chunk.start_line + offset, line)
                        for offset, line in enumerate(window)]
             ranked = sorted((item for item in overlap if item[0]), key=lambda item: -item[0])
             # a chunk can match on its path alone: then show its first line
-            shown = ranked[:3] or [overlap[0]]
-            hits.append((rel, shown[0][1], sorted((n, line) for _, n, line in shown)))
+            shown = ranked[:3] or overlap[:1]
+            if shown:
+                hits.append((chunk.path, shown[0][1], sorted((n, line) for _, n, line in shown)))
         return hits, searched, capped
 
 
@@ -503,21 +481,6 @@ def _glob(path: str, pattern: str) -> bool:
     return matches(path, pattern)
 
 
-_WORD = re.compile(r"[A-Za-z0-9_]+")
-_PARTS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
-
-
-def _tokens(text: str) -> list[str]:
-    """Lower-cased words, with identifiers also split at `_` and camelCase humps."""
-    tokens: list[str] = []
-    for word in _WORD.findall(text):
-        lowered = word.lower()
-        if len(lowered) >= 2:
-            tokens.append(lowered)
-        parts = [part.lower() for part in _PARTS.findall(word)]
-        if len(parts) > 1:
-            tokens.extend(part for part in parts if len(part) >= 2 and part != lowered)
-    return tokens
 
 
 def _clip(line: str, limit: int = MAX_LINE_CHARS) -> str:
