@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import fcntl
 import os
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.logs import redactor
 
 GIT_TIMEOUT = 300.0
+_LOCKS: dict[tuple[int, str], asyncio.Lock] = {}
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -126,8 +130,39 @@ class Workspace:
     def clone(self) -> Path:
         return self.root / "clone"
 
-    async def sync(self, token: str | None) -> None:
-        """Clone on first use, fetch afterwards (never re-clone)."""
+    @contextlib.asynccontextmanager
+    async def locked(self) -> AsyncIterator[None]:
+        """Exclusive use of the shared clone: fetches and worktree changes take git's own
+        lock files, and two at once fail. Held across tasks (asyncio lock) and across
+        processes sharing the data directory (flock)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        key = (id(asyncio.get_running_loop()), str(self.root))
+        lock = _LOCKS.setdefault(key, asyncio.Lock())
+        async with lock:
+            with (self.root / ".lock").open("a") as handle:
+                await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+
+    async def sync(self, token: str | None, *, fresher_than: float | None = None) -> None:
+        """Clone on first use, fetch afterwards (never re-clone).
+
+        With `fresher_than` (a time.time()), a fetch that started after that moment is as
+        good as a new one: parallel steps scheduled together share one fetch.
+        """
+        async with self.locked():
+            stamp = self.root / ".fetched"
+            if fresher_than is not None and (self.clone / ".git").exists():
+                with contextlib.suppress(OSError, ValueError):
+                    if float(stamp.read_text()) >= fresher_than:
+                        return
+            started = time.time()
+            await self._sync(token)
+            stamp.write_text(repr(started))
+
+    async def _sync(self, token: str | None) -> None:
         if (self.clone / ".git").exists():
             await git("fetch", "--prune", "--no-tags", "origin", cwd=self.clone, token=token)
             return
@@ -142,6 +177,10 @@ class Workspace:
 
     async def add_worktree(self, name: str, start: str) -> Path:
         """A fresh worktree named `name` at `start`, replacing a stale one left by a crash."""
+        async with self.locked():
+            return await self._add_worktree(name, start)
+
+    async def _add_worktree(self, name: str, start: str) -> Path:
         path = self.root / "worktrees" / _SAFE_NAME.sub("_", name)
         if path.exists():
             await git("worktree", "remove", "--force", str(path), cwd=self.clone, check=False)
@@ -152,5 +191,6 @@ class Workspace:
         return path
 
     async def remove_worktree(self, path: Path) -> None:
-        await git("worktree", "remove", "--force", str(path), cwd=self.clone, check=False)
-        shutil.rmtree(path, ignore_errors=True)
+        async with self.locked():
+            await git("worktree", "remove", "--force", str(path), cwd=self.clone, check=False)
+            shutil.rmtree(path, ignore_errors=True)

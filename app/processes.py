@@ -62,6 +62,7 @@ def build_worker(settings: Settings, redis_url: str, **overrides: Any) -> Worker
         "handle_signals": False,
         "max_jobs": settings.conductor_worker_concurrency,
         "job_timeout": settings.conductor_job_timeout,
+        "poll_delay": settings.conductor_poll_delay,
         "ctx": {"settings": settings},
     }
     options.update(overrides)

@@ -14,9 +14,11 @@ import time
 from typing import Any
 
 from arq import Retry
+from arq.jobs import Job as ArqJob
+from arq.jobs import JobStatus
 
 from app import tracking
-from app.constants import Job
+from app.constants import QUEUE_NAME, Job
 from app.logs import get_logger
 from app.plan import Plan
 from app.runs import Run, RunStatus, StepRecord
@@ -69,10 +71,30 @@ async def reconcile(ctx: dict[str, Any]) -> str:
     nudged = 0
     for run in await svc.store.recent(200):
         if run.status is RunStatus.RUNNING:
+            await _fail_orphaned_steps(svc, run)
             await svc.redis.enqueue_job(Job.SCHEDULE_RUN, run.id, "reconcile",
                                         _job_id=f"schedule:{run.id}:reconcile:{int(time.time())}")
             nudged += 1
     return f"nudged {nudged} runs"
+
+
+async def _fail_orphaned_steps(svc: Services, run: Run) -> None:
+    """A step still "running" whose job is gone (timed out, or failed where nothing could
+    record it) would hold the run forever: record it as failed."""
+    grace = svc.settings.conductor_job_timeout + 60
+    for record in (await svc.store.steps(run.id)).values():
+        if record.state != StepState.RUNNING.value or record.started_at is None:
+            continue
+        if time.time() - record.started_at < grace:
+            continue
+        job = ArqJob(f"step:{run.id}:{record.id}:{record.attempt}", svc.redis,
+                     _queue_name=QUEUE_NAME)
+        if await job.status() in (JobStatus.queued, JobStatus.deferred, JobStatus.in_progress):
+            continue
+        from app.stepper import fail_step  # stepper imports this module
+
+        await fail_step(svc, run.id, record.id, record.attempt,
+                        "the step's job ended without finishing the step (timed out?)")
 
 
 async def _schedule(svc: Services, run_id: str, trigger: str) -> tuple[str, list[str]]:

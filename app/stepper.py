@@ -89,7 +89,9 @@ async def run_step(ctx: dict[str, Any], run_id: str, step_id: str, attempt: int)
         return f"run {run_id} is {run.status.value}"
     step = next(s for s in plan_of(run).steps if s.id == step_id)
     try:
-        commit, details = await _execute(svc, run, step, record)
+        first_try = int(ctx.get("job_try", 1)) == 1
+        commit, details = await _execute(svc, run, step, record,
+                                         record.started_at if first_try else None)
     except BudgetExceeded as exc:
         await _finish(svc, run, record, StepState.FAILED, error=str(exc))
         await stop_run(svc, run, RunStatus.NEEDS_HUMAN, f"budget exhausted: {exc}")
@@ -99,6 +101,16 @@ async def run_step(ctx: dict[str, Any], run_id: str, step_id: str, attempt: int)
         return f"step {step_id} failed: {exc}"
     await _finish(svc, run, record, StepState.DONE, commit=commit, **details)
     return f"step {step_id} done" + (f" at {commit[:7]}" if commit else "")
+
+
+async def fail_step(svc: Services, run_id: str, step_id: str, attempt: int, error: str) -> None:
+    """Record a step as failed after its job died for good (the scheduler then stops the run)."""
+    run = await svc.store.get(run_id)
+    record = await svc.store.step(run_id, step_id)
+    if run is None or record is None or record.attempt != attempt:
+        return
+    if record.state == StepState.RUNNING.value:
+        await _finish(svc, run, record, StepState.FAILED, error=error)
 
 
 async def _finish(svc: Services, run: Run, record: StepRecord, state: StepState,
@@ -121,9 +133,11 @@ async def _finish(svc: Services, run: Run, record: StepRecord, state: StepState,
                                 _job_id=f"schedule:{run.id}:{trigger}")
 
 
-async def _execute(svc: Services, run: Run, step: Step,
-                   record: StepRecord) -> tuple[str | None, dict[str, Any]]:
-    workspace, token = await synced(svc, run)
+async def _execute(svc: Services, run: Run, step: Step, record: StepRecord,
+                   fresher_than: float | None) -> tuple[str | None, dict[str, Any]]:
+    # Steps started together share one fetch; a re-executed job (job_try > 1 is handled by
+    # the caller passing no stamp) always fetches, to see a commit it may already have pushed.
+    workspace, token = await synced(svc, run, fresher_than=fresher_than)
     assert run.base_sha is not None
     head = await remote_branch_head(workspace, run.branch)
     if head is not None:
@@ -141,7 +155,7 @@ async def _execute(svc: Services, run: Run, step: Step,
         finished, review = await _work(svc, run, step, worktree, config, limits, budget)
         if step.role in READ_ONLY_ROLES:
             return None, _details(finished, review)
-        sha = await _commit_and_push(svc, run, step, worktree, token, finished)
+        sha = await _commit_and_push(svc, run, step, workspace, worktree, token, finished)
         changes = parse_diff(await git("show", "--format=", "--no-color", sha, cwd=worktree))
         details = _details(finished, review)
         details["files_changed"] = sorted(c.path for c in changes)
@@ -273,11 +287,22 @@ async def _flag_risks(svc: Services, run: Run, step: Step, review: Review) -> No
     run.risk_flags = fresh.risk_flags
 
 
-async def _commit_and_push(svc: Services, run: Run, step: Step, worktree: Path, token: str,
-                           finished: Finished) -> str:
+async def _commit_and_push(svc: Services, run: Run, step: Step, workspace: Workspace,
+                           worktree: Path, token: str, finished: Finished) -> str:
     message = commit_message(run, step, str(finished.input.get("summary", "")))
     await git("commit", "--no-verify", "-q", "-F", "-", cwd=worktree, input=message.encode())
+    # Pushing and fetching update the shared clone's remote-tracking refs.
+    async with workspace.locked():
+        return await _push(svc, run, step, worktree, token)
+
+
+async def _push(svc: Services, run: Run, step: Step, worktree: Path, token: str) -> str:
     ref = f"refs/heads/{run.branch}"
+    # A step of this process that pushed meanwhile moved the remote-tracking ref: build on it
+    # now rather than after a refused push.
+    known = await remote_branch_head_at(worktree, run.branch)
+    if known is not None and not await _is_ancestor(worktree, known, "HEAD"):
+        await _rebase(worktree, run.branch)
     for attempt in range(1, PUSH_ATTEMPTS + 1):
         try:
             await git("push", "--porcelain", "origin", f"HEAD:{ref}", cwd=worktree, token=token)
@@ -299,9 +324,13 @@ async def _commit_and_push(svc: Services, run: Run, step: Step, worktree: Path, 
                 raise StepFailed(f"push failed: {exc.output.strip()[:300]}") from exc
             await svc.store.log(run.id, "push", f"push raced another step (try {attempt}); "
                                 "rebasing onto the new branch head", step=step.id)
-            try:
-                await git("rebase", f"refs/remotes/origin/{run.branch}", cwd=worktree)
-            except GitError as rebase_error:
-                await git("rebase", "--abort", cwd=worktree, check=False)
-                raise StepFailed(f"rebase onto {run.branch} conflicted") from rebase_error
+            await _rebase(worktree, run.branch)
     raise StepFailed(f"push to {run.branch} kept racing other pushes")
+
+
+async def _rebase(worktree: Path, branch: str) -> None:
+    try:
+        await git("rebase", f"refs/remotes/origin/{branch}", cwd=worktree)
+    except GitError as error:
+        await git("rebase", "--abort", cwd=worktree, check=False)
+        raise StepFailed(f"rebase onto {branch} conflicted") from error

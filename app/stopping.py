@@ -44,3 +44,10 @@ async def stop_run(svc: Services, run: Run, status: RunStatus, reason: str, *,
     await tracking.refresh(svc, run)
     await svc.store.release_issue(run.repo, run.issue_number, run.id)
     log.info("run stopped", run=run.id, status=status.value, reason=reason)
+
+
+async def give_up_run(svc: Services, run_id: str, reason: str) -> None:
+    """Stop a run whose job failed for good, so that it does not wait forever."""
+    run = await svc.store.get(run_id)
+    if run is not None and run.status.active:
+        await stop_run(svc, run, RunStatus.NEEDS_HUMAN, reason)

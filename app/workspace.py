@@ -13,11 +13,13 @@ def clone_url(svc: Services, repo: str) -> str:
     return f"{web}/{repo}.git"
 
 
-async def synced(svc: Services, run: Run) -> tuple[Workspace, str]:
-    """The run's repository fetched up to date; returns it and a token for pushing."""
+async def synced(svc: Services, run: Run, *,
+                 fresher_than: float | None = None) -> tuple[Workspace, str]:
+    """The run's repository fetched up to date (or by a fetch that started after
+    `fresher_than`); returns it and a token for pushing."""
     token = await svc.github.installation_token(run.installation_id)
     workspace = Workspace.for_repo(svc.data_dir, run.repo, clone_url(svc, run.repo))
-    await workspace.sync(token.token)
+    await workspace.sync(token.token, fresher_than=fresher_than)
     return workspace, token.token
 
 

@@ -38,7 +38,11 @@ async def test_installation_event_runs_in_a_worker_and_is_recorded(
     await worker.main()
     await worker.close()
 
-    assert worker.jobs_complete == 1 and worker.jobs_failed == 0
+    assert worker.jobs_failed == 0
+    pool = await create_pool(arq_settings(redis_server.url), default_queue_name=QUEUE_NAME)
+    info = await Job(event_job_id("inst-1"), pool, _queue_name=QUEUE_NAME).result_info()
+    await pool.aclose()
+    assert info is not None and info.success
     record = await get_installation(redis, payload["installation"]["id"])
     assert record is not None
     assert record["account"] == payload["installation"]["account"]["login"]

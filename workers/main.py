@@ -14,9 +14,10 @@ from app.commands import handle_command
 from app.constants import QUEUE_NAME
 from app.events import Event, dispatch
 from app.finalize import finalize_run as _finalize_run
+from app.git import GitError
 from app.github import GitHubApp, RateLimited
 from app.installations import handle_installation
-from app.logs import configure_logging, get_logger
+from app.logs import configure_logging, get_logger, redactor
 from app.models import ModelClient, ModelUnavailable
 from app.planning import plan_run as _plan_run
 from app.runs import RunStore
@@ -24,7 +25,9 @@ from app.scheduling import reconcile as _reconcile
 from app.scheduling import schedule_run as _schedule_run
 from app.services import Services
 from app.settings import load_settings
+from app.stepper import fail_step
 from app.stepper import run_step as _run_step
+from app.stopping import give_up_run
 from app.trigger import start_run
 
 log = get_logger(__name__)
@@ -50,7 +53,7 @@ def _backoff(ctx: dict[str, Any], exc: BaseException) -> Retry:
 
 
 def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, RateLimited | ModelUnavailable | httpx.TransportError):
+    if isinstance(exc, RateLimited | ModelUnavailable | httpx.TransportError | GitError):
         return True
     return isinstance(exc, RequestFailed) and exc.response.status_code >= 500
 
@@ -72,7 +75,13 @@ async def handle_event(
 
 
 async def plan_run(ctx: dict[str, Any], run_id: str) -> str:
-    return await _guarded(ctx, _plan_run(ctx, run_id))
+    try:
+        return await _guarded(ctx, _plan_run(ctx, run_id))
+    except Retry:
+        raise
+    except Exception as exc:
+        await give_up_run(ctx["services"], run_id, f"planning failed: {_describe(exc)}")
+        raise
 
 
 async def schedule_run(ctx: dict[str, Any], run_id: str, trigger: str) -> str:
@@ -80,7 +89,19 @@ async def schedule_run(ctx: dict[str, Any], run_id: str, trigger: str) -> str:
 
 
 async def run_step(ctx: dict[str, Any], run_id: str, step_id: str, attempt: int) -> str:
-    return await _guarded(ctx, _run_step(ctx, run_id, step_id, attempt))
+    try:
+        return await _guarded(ctx, _run_step(ctx, run_id, step_id, attempt))
+    except Retry:
+        raise
+    except Exception as exc:
+        # Never leave the step "running" behind a failed job: the run would wait forever.
+        await fail_step(ctx["services"], run_id, step_id, attempt,
+                        f"the step's job failed: {_describe(exc)}")
+        raise
+
+
+def _describe(exc: BaseException) -> str:
+    return redactor.scrub(f"{type(exc).__name__}: {exc}")[:300]
 
 
 async def finalize_run(ctx: dict[str, Any], run_id: str) -> str:
