@@ -16,7 +16,7 @@ from .errors import ApiError
 from .httputil import Handler, int_param, json_response, no_content, read_json, state_of
 from .httputil import endpoint as api_endpoint
 from .records import Comment, Issue, Label, PullRequest, Reaction
-from .shapes import repo_json
+from .shapes import repo_json, status_check_policy_json
 from .shapes_ci import job_json, workflow_run_json
 from .shapes_issues import comment_json, issue_json, label_json, pull_json, reaction_json
 
@@ -114,6 +114,32 @@ async def set_collaborator(request: Request) -> Response:
     body = await read_json(request)
     full_name = f"{request.path_params['owner']}/{request.path_params['repo']}"
     state.set_collaborator(full_name, request.path_params["login"], body.get("role", "write"))
+    return no_content()
+
+
+@endpoint
+async def protect_branch(request: Request) -> Response:
+    state = state_of(request)
+    body = await read_json(request)
+    full_name = f"{request.path_params['owner']}/{request.path_params['repo']}"
+    contexts = body.get("contexts") or []
+    if not isinstance(contexts, list):
+        raise TypeError("contexts must be a list")
+    rule = state.protect_branch(
+        full_name,
+        request.path_params["branch"],
+        contexts,
+        strict=bool(body.get("strict", False)),
+    )
+    return json_response(status_check_policy_json(state, state.repos[rule.repo_id], rule))
+
+
+@endpoint
+async def unprotect_branch(request: Request) -> Response:
+    state = state_of(request)
+    full_name = f"{request.path_params['owner']}/{request.path_params['repo']}"
+    if not state.unprotect_branch(full_name, request.path_params["branch"]):
+        raise ApiError(404, "Branch not protected")
     return no_content()
 
 
@@ -311,6 +337,16 @@ ROUTES = [
         f"{A}/repos/{{owner}}/{{repo}}/collaborators/{{login}}", set_collaborator, methods=["PUT"]
     ),
     Route(f"{A}/repos/{{owner}}/{{repo}}/commits", commit_files, methods=["POST"]),
+    Route(
+        f"{A}/repos/{{owner}}/{{repo}}/branches/{{branch:path}}/protection",
+        protect_branch,
+        methods=["PUT"],
+    ),
+    Route(
+        f"{A}/repos/{{owner}}/{{repo}}/branches/{{branch:path}}/protection",
+        unprotect_branch,
+        methods=["DELETE"],
+    ),
     Route(f"{A}/repos/{{owner}}/{{repo}}/workflow-runs", create_workflow_run, methods=["POST"]),
     Route(f"{A}/jobs/{{job_id}}/complete", complete_job, methods=["POST"]),
     Route(f"{A}/jobs/{{job_id}}/log", set_job_log, methods=["PUT"]),

@@ -451,7 +451,8 @@ class ChecksMixin(PullsMixin):
             {
                 "name": ref.removeprefix("refs/heads/"),
                 "commit": {"sha": sha, "url": self.api(f"/repos/{repo.full_name}/commits/{sha}")},
-                "protected": False,
+                "protected": self.find_branch_protection(repo, ref.removeprefix("refs/heads/"))
+                is not None,
             }
             for ref, sha in git.refs("refs/heads/").items()
             if sha == status.sha

@@ -98,6 +98,19 @@ class Repo:
 
 
 @dataclass
+class BranchProtection:
+    """Protection of one branch (by exact name); only required status checks are emulated."""
+
+    id: int
+    repo_id: int
+    branch: str
+    created_at: float
+    updated_at: float
+    contexts: list[str] = field(default_factory=list)  # required status check contexts
+    strict: bool = False  # the branch must be up to date with the base before merging
+
+
+@dataclass
 class Label:
     id: int
     node_id: str

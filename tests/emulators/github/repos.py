@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from .access import Principal, authorize, has_permission
 from .errors import ApiError, validation_failed
 from .gitrepo import SHA_RE, ZERO_SHA, GitRepo
 from .ids import iso, node_id
-from .records import ROLES, Label, Repo
+from .records import ROLES, BranchProtection, Label, Repo
 from .shapes import repo_json
 from .store import Store
 
@@ -136,6 +137,48 @@ class ReposMixin(Store):
             repo.collaborators.pop(account.login, None)
             if role != "none":
                 repo.collaborators[account.login] = role
+
+    # -- branch protection -------------------------------------------------------------------
+
+    def protect_branch(
+        self,
+        repo: Repo | str,
+        branch: str,
+        contexts: Iterable[str] = (),
+        *,
+        strict: bool = False,
+    ) -> BranchProtection:
+        """Protect ``branch`` (an existing branch, by exact name) with required status checks
+        ``contexts``; ``strict`` requires it to be up to date before merging. Replaces any
+        protection it had. Only reported by the REST API: merges and pushes are not refused."""
+        if isinstance(contexts, str):
+            raise TypeError("contexts must be a list of status check names, not a string")
+        names = list(dict.fromkeys(str(c) for c in contexts))
+        with self.transaction():
+            repo = self.resolve_repo(repo)
+            if self.git(repo).ref_sha(f"refs/heads/{branch}") is None:
+                raise ApiError(404, "Branch not found")
+            now = self.now()
+            rule = self.find_branch_protection(repo, branch)
+            if rule is None:
+                rule = BranchProtection(
+                    id=self.new_id(), repo_id=repo.id, branch=branch, created_at=now, updated_at=now
+                )
+                self.branch_protections[rule.id] = rule
+            rule.contexts = names
+            rule.strict = bool(strict)
+            rule.updated_at = now
+            return rule
+
+    def unprotect_branch(self, repo: Repo | str, branch: str) -> bool:
+        """Remove the protection of ``branch``; ``False`` if it had none."""
+        with self.transaction():
+            repo = self.resolve_repo(repo)
+            rule = self.find_branch_protection(repo, branch)
+            if rule is None:
+                return False
+            del self.branch_protections[rule.id]
+            return True
 
     def _git_identity(self, login: str) -> tuple[str, str]:
         account = self.find_account(login)

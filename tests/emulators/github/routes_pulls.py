@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -20,7 +22,7 @@ from .httputil import (
     require_str,
     state_of,
 )
-from .shapes import diff_entry_json
+from .shapes import commit_json, diff_entry_json
 from .shapes_issues import pull_json
 
 
@@ -108,6 +110,28 @@ async def list_files(request: Request) -> Response:
     return paged_json(request, files, lambda f: diff_entry_json(state, repo, pull.head_sha, f))
 
 
+# GitHub lists at most this many commits of a pull request (then: the List commits API).
+PULL_COMMITS_LIMIT = 250
+
+
+@endpoint
+async def list_commits(request: Request) -> Response:
+    state = state_of(request)
+    repo = repo_of(request)
+    authorize(state, principal_of(request), repo, ("pull_requests", "read"), "read")
+    pull = state.get_pull(repo, int_param(request, "number"))
+    git = state.git(repo)
+    base = git.merge_base(pull.base_sha, pull.head_sha) or pull.base_sha
+    shas = git.rev_list("--reverse", f"{base}..{pull.head_sha}")[:PULL_COMMITS_LIMIT]
+
+    def render(sha: str) -> dict[str, Any]:  # only the commits of the requested page
+        info = git.commit(sha)
+        assert info is not None
+        return commit_json(state, repo, info)
+
+    return paged_json(request, shas, render)
+
+
 @endpoint
 async def request_reviewers(request: Request) -> Response:
     state = state_of(request)
@@ -168,6 +192,7 @@ ROUTES = [
     Route(f"{P}/{{number}}", get_pull, methods=["GET"]),
     Route(f"{P}/{{number}}", update_pull, methods=["PATCH"]),
     Route(f"{P}/{{number}}/files", list_files, methods=["GET"]),
+    Route(f"{P}/{{number}}/commits", list_commits, methods=["GET"]),
     Route(f"{P}/{{number}}/requested_reviewers", request_reviewers, methods=["POST"]),
     Route(f"{P}/{{number}}/requested_reviewers", list_requested_reviewers, methods=["GET"]),
     Route(f"{P}/{{number}}/merge", merge_pull, methods=["PUT"]),

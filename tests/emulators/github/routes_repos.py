@@ -16,6 +16,7 @@ from .shapes import (
     commit_json,
     content_item_json,
     repo_json,
+    status_check_policy_json,
     user_json,
 )
 
@@ -58,7 +59,23 @@ async def get_branch(request: Request) -> Response:
     info = git.commit(sha) if sha else None
     if info is None:
         raise ApiError(404, "Branch not found")
-    return json_response(branch_json(state, repo, branch, info))
+    protection = state.find_branch_protection(repo, branch)
+    return json_response(branch_json(state, repo, branch, info, protection))
+
+
+@endpoint
+async def get_required_status_checks(request: Request) -> Response:
+    state = state_of(request)
+    repo = repo_of(request)
+    # Reading branch protection needs `administration: read` (users: the admin role).
+    authorize(state, principal_of(request), repo, ("administration", "read"), "admin")
+    branch = request.path_params["branch"]
+    if state.git(repo).ref_sha(f"refs/heads/{branch}") is None:
+        raise ApiError(404, "Branch not found")
+    rule = state.find_branch_protection(repo, branch)
+    if rule is None:
+        raise ApiError(404, "Branch not protected")
+    return json_response(status_check_policy_json(state, repo, rule))
 
 
 @endpoint
@@ -123,6 +140,12 @@ async def collaborator_permission(request: Request) -> Response:
 
 ROUTES = [
     Route("/repos/{owner}/{repo}", get_repo, methods=["GET"]),
+    # Before the branch route: branch names may contain slashes.
+    Route(
+        "/repos/{owner}/{repo}/branches/{branch:path}/protection/required_status_checks",
+        get_required_status_checks,
+        methods=["GET"],
+    ),
     Route("/repos/{owner}/{repo}/branches/{branch:path}", get_branch, methods=["GET"]),
     Route("/repos/{owner}/{repo}/contents", get_contents, methods=["GET"]),
     Route("/repos/{owner}/{repo}/contents/{path:path}", get_contents, methods=["GET"]),

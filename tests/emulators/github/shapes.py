@@ -10,7 +10,7 @@ from urllib.parse import quote
 from .access import user_role
 from .gitrepo import CommitInfo, Person, TreeEntry
 from .ids import iso, node_id
-from .records import AppRecord, Installation, Repo, role_rank
+from .records import AppRecord, BranchProtection, Installation, Repo, role_rank
 
 if TYPE_CHECKING:
     from .store import Store
@@ -434,8 +434,17 @@ def content_item_json(
     return body
 
 
-def branch_json(store: Store, repo: Repo, name: str, info: CommitInfo) -> dict[str, Any]:
+def branch_json(
+    store: Store,
+    repo: Repo,
+    name: str,
+    info: CommitInfo,
+    protection: BranchProtection | None = None,
+) -> dict[str, Any]:
+    """``GET /repos/{o}/{r}/branches/{branch}`` as a caller with read access sees it: a
+    protected branch shows only whether it is protected and its required status checks."""
     api = store.api(f"/repos/{repo.full_name}")
+    contexts = list(protection.contexts) if protection is not None else []
     return {
         "name": name,
         "commit": commit_json(store, repo, info),
@@ -443,14 +452,29 @@ def branch_json(store: Store, repo: Repo, name: str, info: CommitInfo) -> dict[s
             "self": f"{api}/branches/{quote(name)}",
             "html": store.api(f"/{repo.full_name}/tree/{name}"),
         },
-        "protected": False,
+        "protected": protection is not None,
         "protection": {
-            "enabled": False,
+            "enabled": protection is not None,
             "required_status_checks": {
-                "enforcement_level": "off",
-                "contexts": [],
-                "checks": [],
+                # "everyone" only with enforce_admins, which is not emulated
+                "enforcement_level": "non_admins" if protection is not None else "off",
+                "contexts": contexts,
+                "checks": [{"context": c, "app_id": None} for c in contexts],
             },
         },
         "protection_url": f"{api}/branches/{quote(name)}/protection",
+    }
+
+
+def status_check_policy_json(store: Store, repo: Repo, rule: BranchProtection) -> dict[str, Any]:
+    """``GET .../branches/{branch}/protection/required_status_checks`` (``StatusCheckPolicy``)."""
+    url = store.api(
+        f"/repos/{repo.full_name}/branches/{quote(rule.branch)}/protection/required_status_checks"
+    )
+    return {
+        "url": url,
+        "strict": rule.strict,
+        "contexts": list(rule.contexts),
+        "checks": [{"context": c, "app_id": None} for c in rule.contexts],
+        "contexts_url": f"{url}/contexts",
     }

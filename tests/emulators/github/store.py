@@ -25,6 +25,7 @@ from .ids import node_id
 from .records import (
     Account,
     AppRecord,
+    BranchProtection,
     CheckRun,
     CheckSuite,
     Comment,
@@ -56,6 +57,7 @@ COLLECTIONS: dict[str, tuple[type, str]] = {
     "installations": (Installation, "id"),
     "tokens": (Token, "token"),
     "repos": (Repo, "id"),
+    "branch_protections": (BranchProtection, "id"),
     "labels": (Label, "id"),
     "issues": (Issue, "id"),
     "comments": (Comment, "id"),
@@ -93,6 +95,7 @@ class Store:
         self.installations: dict[int, Installation] = {}
         self.tokens: dict[str, Token] = {}
         self.repos: dict[int, Repo] = {}
+        self.branch_protections: dict[int, BranchProtection] = {}
         self.labels: dict[int, Label] = {}
         self.issues: dict[int, Issue] = {}
         self.comments: dict[int, Comment] = {}
@@ -336,6 +339,12 @@ class Store:
         for pull in self.pulls.values():
             if pull.repo_id == repo.id and pull.number == number:
                 return pull
+        return None
+
+    def find_branch_protection(self, repo: Repo, branch: str) -> BranchProtection | None:
+        for rule in self.branch_protections.values():
+            if rule.repo_id == repo.id and rule.branch == branch:
+                return rule
         return None
 
     def find_label(self, repo: Repo, name: str) -> Label | None:
