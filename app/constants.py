@@ -22,6 +22,7 @@ class Job(StrEnum):
     SCHEDULE_RUN = "schedule_run"
     RUN_STEP = "run_step"
     FINALIZE_RUN = "finalize_run"
+    REFRESH_TRACKING = "refresh_tracking"
 
 
 def event_job_id(delivery_id: str) -> str:

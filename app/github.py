@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,6 +26,10 @@ from app.settings import Settings
 
 TOKEN_REFRESH_MARGIN = timedelta(minutes=5)
 USER_AGENT = "conductor-github-app"
+WARM_NAMESPACES = ("apps", "issues", "reactions", "repos", "pulls", "checks", "actions", "git")
+WARM_MODELS = ("InstallationToken", "IssueComment", "Issue", "Reaction", "PullRequest",
+               "PullRequestSimple", "GitRef", "CheckRun", "CheckSuite", "BasicError",
+               "ValidationError", "RepositoryCollaboratorPermission", "WorkflowRun", "Job")
 
 
 class RateLimited(Exception):
@@ -117,6 +122,25 @@ class GitHubApp:
             )
             self._tokens[installation_id] = token
             return token
+
+    def warm_up(self) -> None:
+        """Import what githubkit and httpx load lazily on the first request (the HTTP
+        transport, the REST namespaces and the response models: about 0.25 s), so that a
+        worker's first job does not pay for it. Best effort: nothing here is required."""
+        client = self._client(TokenAuthStrategy("warm-up"))
+        models: Any = None
+        for namespace in WARM_NAMESPACES:
+            rest = getattr(client.rest, namespace)
+            if models is None:
+                with contextlib.suppress(ImportError):
+                    models = importlib.import_module(
+                        type(rest).__module__.rsplit(".rest", 1)[0] + ".models")
+        for module in ("httpcore", "anyio", "anyio._backends._asyncio"):
+            with contextlib.suppress(ImportError):
+                importlib.import_module(module)
+        for name in WARM_MODELS:
+            with contextlib.suppress(AttributeError):
+                getattr(models, name)
 
     def forget_token(self, installation_id: int) -> None:
         """Drop a cached token (after GitHub said 401) so the next call fetches a new one."""

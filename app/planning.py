@@ -35,15 +35,28 @@ REPO_MAP_CHARS = 24_000
 GUIDANCE_CHARS = 12_000
 
 
-async def load_config(svc: Services, run: Run, workspace: Any, commit: str) -> ConfigResult:
-    text = await file_at(workspace, commit, CONFIG_PATH)
-    result = parse_repo_config(text)
-    for error in result.errors:
-        await svc.store.log(run.id, "config", f"{CONFIG_PATH}: {error}")
+_configs: dict[tuple[str, str], ConfigResult] = {}
+
+
+async def load_config(svc: Services, run: Run, workspace: Any, commit: str, *,
+                      record_errors: bool = True) -> ConfigResult:
+    """The repository's config at `commit` (a commit's content never changes, so each is
+    read once per process). Its errors go on the run's timeline when `record_errors`."""
+    key = (str(workspace.root), commit)
+    result = _configs.get(key)
+    if result is None:
+        result = parse_repo_config(await file_at(workspace, commit, CONFIG_PATH))
+        if len(_configs) > 256:
+            _configs.clear()
+        _configs[key] = result
+    if record_errors:
+        for error in result.errors:
+            await svc.store.log(run.id, "config", f"{CONFIG_PATH}: {error}")
     return result
 
 
-async def issue_context(svc: Services, run: Run) -> str:
+async def issue_context(svc: Services, run: Run) -> tuple[str, str]:
+    """The issue as untrusted text for the model, and its body."""
     owner, name = run.repo.split("/", 1)
     async with svc.github.installation(run.installation_id) as gh:
         issue = (await gh.rest.issues.async_get(owner, name, run.issue_number)).parsed_data
@@ -57,7 +70,7 @@ async def issue_context(svc: Services, run: Run) -> str:
             continue  # our own tracking comment
         author = comment.user.login if comment.user else "unknown"
         parts.append(untrusted(f"comment by {author}", comment.body or ""))
-    return "\n\n".join(parts)
+    return "\n\n".join(parts), issue.body or ""
 
 
 async def plan_run(ctx: dict[str, Any], run_id: str) -> str:
@@ -86,11 +99,11 @@ async def plan_run(ctx: dict[str, Any], run_id: str) -> str:
     repo_map = await RepoMap.build(workspace.clone, base_sha,
                                    cache_dir=svc.data_dir / "repomap" / run.repo.replace("/", "__"))
     guidance = await read_guidance(workspace.clone, base_sha, GUIDANCE_CHARS)
-    template = choose_template(run.issue_title, await _issue_body(svc, run),
+    goal, body = await issue_context(svc, run)
+    template = choose_template(run.issue_title, body,
                                allowed=config.config.plan_templates or None)
     run.plan_template = template.name
 
-    goal = await issue_context(svc, run)
     system = [
         render("prompts/orchestrator.md.j2", roles=[r.value for r in Role],
                protected=[p for p in limits.protected if p not in limits.allowed_protected],
@@ -173,13 +186,6 @@ async def _ask(svc: Services, run: Run, agent: Agent, messages: list[dict[str, A
     except (AgentFailed, TurnLimitExceeded) as exc:
         await stop_run(svc, run, RunStatus.NEEDS_HUMAN, f"the planner did not finish: {exc}")
     return None
-
-
-async def _issue_body(svc: Services, run: Run) -> str:
-    owner, name = run.repo.split("/", 1)
-    async with svc.github.installation(run.installation_id) as gh:
-        issue = (await gh.rest.issues.async_get(owner, name, run.issue_number)).parsed_data
-    return issue.body or ""
 
 
 async def _continue(svc: Services, run: Run) -> None:

@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 RUN_KEY = "conductor:run:{run_id}"
 STEPS_KEY = "conductor:run:{run_id}:steps"
@@ -159,6 +161,34 @@ class RunStore:
         run.updated_at = time.time()
         await self.redis.set(RUN_KEY.format(run_id=run.id), run.to_json())
 
+    async def update(self, run_id: str, change: Callable[[Run], None]) -> Run | None:
+        """Apply `change` to the stored run atomically (optimistic: retried if another
+        writer saved the run meanwhile). Returns the saved run, or None if there is none."""
+        key = RUN_KEY.format(run_id=run_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    if not raw:
+                        return None
+                    run = Run.from_json(raw)
+                    change(run)
+                    run.updated_at = time.time()
+                    pipe.multi()
+                    pipe.set(key, run.to_json())
+                    await pipe.execute()
+                    return run
+                except WatchError:
+                    continue
+
+    async def set_fields(self, run_id: str, **fields: Any) -> Run | None:
+        """Set some fields of the stored run without overwriting the others."""
+        def change(run: Run) -> None:
+            for name, value in fields.items():
+                setattr(run, name, value)
+        return await self.update(run_id, change)
+
     async def recent(self, count: int = 50) -> list[Run]:
         ids = await self.redis.zrevrange(RUNS_INDEX, 0, count - 1)
         runs = [await self.get(_s(i)) for i in ids]
@@ -233,6 +263,9 @@ class RunStore:
             current = await self.redis.get(key)
             if current is not None and _s(current).split("|")[0] == owner:
                 await self._release(key, _s(current))
+
+    async def release(self, key: str, value: str) -> bool:
+        return await self._release(key, value)
 
     async def _release(self, key: str, value: str) -> bool:
         """Delete `key` only if it still holds `value` (atomic compare-and-delete)."""

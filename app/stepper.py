@@ -9,6 +9,7 @@ running steps hold disjoint path locks, the rebase cannot conflict on their file
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from app import tracking
 from app.agent import Agent, AgentFailed, Finished, TurnLimitExceeded, untrusted
 from app.budget import Budget, BudgetExceeded
 from app.constants import Job
-from app.diffs import parse_diff, worktree_diff
+from app.diffs import FileChange, parse_diff, worktree_diff
 from app.git import GitError, Workspace, git, git_ok
 from app.guardrails import RunTotals, check_step_diff, feedback_for_model
 from app.limits import Limits
@@ -30,7 +31,7 @@ from app.render import render
 from app.review import Review, Verdict, parse_review, review_tool
 from app.runs import Run, RunStatus, StepRecord
 from app.scheduler import StepState
-from app.scheduling import plan_of, step_owner
+from app.scheduling import plan_of, schedule_now, step_owner
 from app.services import Services
 from app.stopping import stop_run
 from app.terminal import TerminalTools
@@ -127,17 +128,21 @@ async def _finish(svc: Services, run: Run, record: StepRecord, state: StepState,
     message = "done" + (f" at {record.commit[:7]}" if record.commit else "") \
         if state is StepState.DONE else f"failed: {record.error}"
     await svc.store.log(run.id, "step", message, step=record.id)
-    await tracking.refresh(svc, run)
     trigger = f"{record.id}-{record.attempt}-{state.value}"
-    await svc.redis.enqueue_job(Job.SCHEDULE_RUN, run.id, trigger,
-                                _job_id=f"schedule:{run.id}:{trigger}")
+    # Decide what runs next here; when another job holds the decision, queue it. A worker
+    # that dies between the two writes above is caught by the periodic reconcile.
+    if not await schedule_now(svc, run.id, trigger):
+        await svc.redis.enqueue_job(Job.SCHEDULE_RUN, run.id, trigger,
+                                    _job_id=f"schedule:{run.id}:{trigger}")
+    await tracking.soon(svc, run.id)
 
 
 async def _execute(svc: Services, run: Run, step: Step, record: StepRecord,
                    fresher_than: float | None) -> tuple[str | None, dict[str, Any]]:
-    # Steps started together share one fetch; a re-executed job (job_try > 1 is handled by
-    # the caller passing no stamp) always fetches, to see a commit it may already have pushed.
-    workspace, token = await synced(svc, run, fresher_than=fresher_than)
+    # The clone is used as it is when it has the branch as GitHub has it (also when this job
+    # runs again: a commit it pushed before dying shows as a difference). Otherwise steps
+    # started together share one fetch; a re-executed job passes no stamp and fetches.
+    workspace, token = await synced(svc, run, fresher_than=fresher_than, branch=run.branch)
     assert run.base_sha is not None
     head = await remote_branch_head(workspace, run.branch)
     if head is not None:
@@ -146,17 +151,18 @@ async def _execute(svc: Services, run: Run, step: Step, record: StepRecord,
             await svc.store.log(run.id, "step", "commit already on the branch; not repeating",
                                 step=step.id)
             return existing, {}
-    config = await load_config(svc, run, workspace, run.base_sha)
+    # The planner put the config's errors on the timeline already.
+    config = await load_config(svc, run, workspace, run.base_sha, record_errors=False)
     limits = config.limits()
     budget = Budget(svc.redis, run.id, limits)
     worktree = await workspace.add_worktree(f"{run.id}-{step.id}-{record.attempt}",
                                             head or run.base_sha)
     try:
-        finished, review = await _work(svc, run, step, worktree, config, limits, budget)
+        finished, review, changes = await _work(svc, run, step, worktree, config, limits,
+                                                budget)
         if step.role in READ_ONLY_ROLES:
             return None, _details(finished, review)
         sha = await _commit_and_push(svc, run, step, workspace, worktree, token, finished)
-        changes = parse_diff(await git("show", "--format=", "--no-color", sha, cwd=worktree))
         details = _details(finished, review)
         details["files_changed"] = sorted(c.path for c in changes)
         details["lines_changed"] = sum(c.added_lines + c.removed_lines for c in changes)
@@ -186,7 +192,10 @@ async def _run_totals(svc: Services, run: Run, step_id: str) -> RunTotals:
 
 
 async def _work(svc: Services, run: Run, step: Step, worktree: Path, config: Any,
-                limits: Limits, budget: Budget) -> tuple[Finished, Review | None]:
+                limits: Limits, budget: Budget,
+                ) -> tuple[Finished, Review | None, list[FileChange]]:
+    """Run the worker, then the guardrails and the reviewer on its diff until both accept.
+    Returns the worker's finish, the review and the accepted change (staged)."""
     editable = step.role not in READ_ONLY_ROLES
     agent = Agent(
         svc.models,
@@ -211,12 +220,13 @@ async def _work(svc: Services, run: Run, step: Step, worktree: Path, config: Any
                    + untrusted("plan summary", str((run.plan or {}).get("summary", ""))),
     }])
     if not editable:
-        return finished, None
+        return finished, None, []
     totals = await _run_totals(svc, run, step.id)
     guard_tries = 0
     review_rounds = 0
     while True:
-        changes = parse_diff(await worktree_diff(worktree))
+        diff = await worktree_diff(worktree)
+        changes = parse_diff(diff)
         violations = check_step_diff(changes, list(step.files), limits, totals)
         if violations:
             for violation in violations:
@@ -228,7 +238,7 @@ async def _work(svc: Services, run: Run, step: Step, worktree: Path, config: Any
                                  + "; ".join(v.message for v in violations))
             finished = await agent.resume(finished, feedback_for_model(violations))
             continue
-        review = await _review(svc, run, step, worktree, config, budget)
+        review = await _review(svc, run, step, worktree, config, budget, diff)
         if review.verdict is Verdict.REVISE and review_rounds < limits.max_review_rounds:
             review_rounds += 1
             await svc.store.log(run.id, "review", "reviewer asked for changes: "
@@ -244,12 +254,11 @@ async def _work(svc: Services, run: Run, step: Step, worktree: Path, config: Any
                                if review.risk_flags else ""), step=step.id)
         if review.risk_flags:
             await _flag_risks(svc, run, step, review)
-        return finished, review
+        return finished, review, changes
 
 
 async def _review(svc: Services, run: Run, step: Step, worktree: Path, config: Any,
-                  budget: Budget) -> Review:
-    diff = await git("diff", "--cached", "--no-color", "HEAD", cwd=worktree)
+                  budget: Budget, diff: str) -> Review:
     if len(diff) > MAX_DIFF_FOR_REVIEW:
         diff = diff[:MAX_DIFF_FOR_REVIEW] + "\n… (diff truncated)"
     reviewer = Agent(
@@ -289,48 +298,124 @@ async def _flag_risks(svc: Services, run: Run, step: Step, review: Review) -> No
 
 async def _commit_and_push(svc: Services, run: Run, step: Step, workspace: Workspace,
                            worktree: Path, token: str, finished: Finished) -> str:
+    """Commit the step and push it to the run's branch.
+
+    Parallel steps finish close together, and pushes to one branch cannot overlap (GitHub
+    takes them one at a time and refuses one whose old value is stale). So each commit is
+    stacked on the newest commit this process has for the branch, pushes go one at a time,
+    and each push carries every commit stacked so far: a step whose commit an earlier push
+    carried is done without pushing. A push that loses a race with another machine
+    fetches, rebases and tries again."""
     message = commit_message(run, step, str(finished.input.get("summary", "")))
     await git("commit", "--no-verify", "-q", "-F", "-", cwd=worktree, input=message.encode())
-    # Pushing and fetching update the shared clone's remote-tracking refs.
-    async with workspace.locked():
-        return await _push(svc, run, step, worktree, token)
-
-
-async def _push(svc: Services, run: Run, step: Step, worktree: Path, token: str) -> str:
-    ref = f"refs/heads/{run.branch}"
-    # A step of this process that pushed meanwhile moved the remote-tracking ref: build on it
-    # now rather than after a refused push.
-    known = await remote_branch_head_at(worktree, run.branch)
-    if known is not None and not await _is_ancestor(worktree, known, "HEAD"):
-        await _rebase(worktree, run.branch)
+    assert run.base_sha is not None
+    stack = _stacks.setdefault((id(asyncio.get_running_loop()), str(workspace.root),
+                                run.branch), _Stack())
+    alone = False  # True: build only on GitHub's head, not on other steps' pending commits
     for attempt in range(1, PUSH_ATTEMPTS + 1):
-        try:
-            await git("push", "--porcelain", "origin", f"HEAD:{ref}", cwd=worktree, token=token)
-            sha = (await git("rev-parse", "HEAD", cwd=worktree)).strip()
-            await svc.store.log(run.id, "push", f"pushed {sha[:7]} to {run.branch}",
-                                step=step.id, sha=sha)
-            fresh = await svc.store.get(run.id)
-            if fresh is not None:
-                fresh.head_sha = sha
-                await svc.store.save(fresh)
-            return sha
-        except GitError as exc:
-            # Did another step's push move the branch under us? Then rebase and try again;
-            # otherwise the push failed for a reason retrying will not fix.
-            await git("fetch", "origin", f"+{ref}:refs/remotes/origin/{run.branch}",
-                      cwd=worktree, token=token, check=False)
-            remote = await remote_branch_head_at(worktree, run.branch)
-            if remote is None or await _is_ancestor(worktree, remote, "HEAD"):
-                raise StepFailed(f"push failed: {exc.output.strip()[:300]}") from exc
-            await svc.store.log(run.id, "push", f"push raced another step (try {attempt}); "
+        async with workspace.locked():
+            # Shared refs and the stack change only under the workspace lock.
+            sha = await _stack_onto(worktree, run.branch, run.base_sha,
+                                    None if alone else stack.tip)
+            stack.tip = sha
+        async with stack.pushing:
+            before = await remote_branch_head_at(worktree, run.branch)
+            if before is not None and await _is_ancestor(worktree, sha, before):
+                break  # an earlier push carried this commit
+            carry = sha
+            if not alone and stack.tip and await _is_ancestor(worktree, sha, stack.tip):
+                carry = stack.tip
+            failure = await _push_once(workspace, worktree, run.branch, carry, token)
+            if failure is None:
+                break
+            async with workspace.locked():
+                if stack.tip in (sha, carry):
+                    stack.tip = None
+                await git("fetch", "--no-tags", "origin",
+                          f"+refs/heads/{run.branch}:refs/remotes/origin/{run.branch}",
+                          cwd=worktree, token=token, check=False)
+        remote = await remote_branch_head_at(worktree, run.branch)
+        if remote is not None and await _is_ancestor(worktree, sha, remote):
+            break  # another push carried this commit after all
+        if remote != before:
+            # The branch moved while this push was on its way (another machine): build on
+            # the new head and push again.
+            await svc.store.log(run.id, "push", f"push raced another push (try {attempt}); "
                                 "rebasing onto the new branch head", step=step.id)
-            await _rebase(worktree, run.branch)
-    raise StepFailed(f"push to {run.branch} kept racing other pushes")
+            continue
+        # GitHub refused the push itself. If it carried other steps' commits, one of those
+        # may be the cause: try once with this step's commit alone.
+        carried = await git("rev-list", "--count", f"{remote or run.base_sha}..{carry}",
+                            cwd=worktree)
+        if alone or int(carried.strip() or 0) <= 1:
+            raise StepFailed(f"push failed: {failure.strip()[:300]}")
+        alone = True
+        await svc.store.log(run.id, "push", "push refused; trying again with this step's "
+                            "commit alone", step=step.id)
+    else:
+        raise StepFailed(f"push to {run.branch} kept racing other pushes")
+    await svc.store.log(run.id, "push", f"pushed {sha[:7]} to {run.branch}", step=step.id,
+                        sha=sha)
+    async with workspace.locked():
+        await _advance_head(svc, run, worktree, sha)
+    return sha
 
 
-async def _rebase(worktree: Path, branch: str) -> None:
+class _Stack:
+    """Per branch: the newest commit this process stacked (None: use GitHub's head), and
+    the lock that makes its pushes go one at a time."""
+
+    def __init__(self) -> None:
+        self.tip: str | None = None
+        self.pushing = asyncio.Lock()
+
+
+_stacks: dict[tuple[int, str, str], _Stack] = {}
+
+
+async def _stack_onto(worktree: Path, branch: str, base: str, pending: str | None) -> str:
+    """Move this step's commit (HEAD) onto the branch's newest known commit: `pending` when
+    it builds on the branch as last fetched, else the branch head, else `base`. Returns the
+    new HEAD."""
+    known = await remote_branch_head_at(worktree, branch)
+    tip = known or base
+    if pending is not None and await _is_ancestor(worktree, tip, pending):
+        tip = pending
+    parent = (await git("rev-parse", "HEAD~1", cwd=worktree)).strip()
+    if parent != tip:
+        try:
+            await git("rebase", "--onto", tip, parent, cwd=worktree)
+        except GitError as error:
+            await git("rebase", "--abort", cwd=worktree, check=False)
+            raise StepFailed(f"rebase onto {branch} conflicted") from error
+    head = (await git("rev-parse", "HEAD", cwd=worktree)).strip()
+    if head == tip:  # git dropped the commit: its change is on the branch already
+        raise StepFailed(f"the step's change is already on {branch}")
+    return head
+
+
+async def _push_once(workspace: Workspace, worktree: Path, branch: str, sha: str,
+                     token: str) -> str | None:
+    """Push `sha` to the branch; None on success, git's answer otherwise. Pushed by URL so
+    that git does not update the shared remote-tracking ref outside the lock."""
     try:
-        await git("rebase", f"refs/remotes/origin/{branch}", cwd=worktree)
-    except GitError as error:
-        await git("rebase", "--abort", cwd=worktree, check=False)
-        raise StepFailed(f"rebase onto {branch} conflicted") from error
+        await git("push", "--porcelain", workspace.clone_url, f"{sha}:refs/heads/{branch}",
+                  cwd=worktree, token=token)
+    except GitError as exc:
+        if exc.returncode < 0:
+            raise  # timed out: transient, the job is retried
+        return exc.output
+    async with workspace.locked():
+        tracking = f"refs/remotes/origin/{branch}"
+        known = await remote_branch_head_at(worktree, branch)
+        if known is None or await _is_ancestor(worktree, known, sha):
+            await git("update-ref", tracking, sha, cwd=worktree)
+    return None
+
+
+async def _advance_head(svc: Services, run: Run, worktree: Path, sha: str) -> None:
+    """Record `sha` as the run's head unless a newer commit already is (under the workspace
+    lock, so that parallel steps of this process record their pushes in order)."""
+    current = (await svc.store.get(run.id) or run).head_sha
+    if current is None or current == sha or await _is_ancestor(worktree, current, sha):
+        await svc.store.set_fields(run.id, head_sha=sha)

@@ -1,37 +1,95 @@
-"""The one tracking comment per run: created once, then edited in place."""
+"""The one tracking comment per run: created once, then edited in place.
+
+Two ways in. `refresh` renders and writes now (run start, plan posted, stop, pull request
+open: moments a person is waiting for). `soon` asks for a refresh within `DEBOUNCE` seconds
+and coalesces every request made meanwhile into one edit: a run with many parallel steps
+would otherwise edit the comment twice per step, in the steps' critical path, and against
+GitHub's limit on content-creating requests. Refreshes of one run take a lock and render the
+state they read inside it, so an older rendering never overwrites a newer one.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+import time
+from typing import Any
+
 from app.budget_view import usage_rows
+from app.constants import Job
 from app.github import items
 from app.report import TRACKING_MARKER, tracking_comment
 from app.runs import Run
 from app.services import Services
 
+DEBOUNCE = 1.0
+DUE_KEY = "conductor:run:{run_id}:tracking-due"
+LOCK_KEY = "conductor:run:{run_id}:tracking-lock"
+LOCK_MS = 30_000
+LOCK_WAIT = 20.0
+
+
+async def soon(svc: Services, run_id: str) -> None:
+    """Refresh the tracking comment within `DEBOUNCE` seconds (one edit for many calls)."""
+    # The key outlives a lost job by a minute at most; then the next call schedules again.
+    if await svc.redis.set(DUE_KEY.format(run_id=run_id), 1, nx=True, ex=60):
+        await svc.redis.enqueue_job(Job.REFRESH_TRACKING, run_id,
+                                    _job_id=f"tracking:{run_id}:{time.time_ns()}",
+                                    _defer_by=DEBOUNCE)
+
+
+async def refresh_job(ctx: dict[str, Any], run_id: str) -> str:
+    svc: Services = ctx["services"]
+    await svc.redis.delete(DUE_KEY.format(run_id=run_id))
+    run = await svc.store.get(run_id)
+    if run is None:
+        return f"unknown run {run_id}"
+    await refresh(svc, run)
+    return "refreshed"
+
 
 async def refresh(svc: Services, run: Run) -> None:
-    """Render the run's state into its tracking comment, creating the comment if needed."""
+    """Render the run's state into its tracking comment now, creating the comment if needed.
+
+    `run` must be saved; the rendering uses the stored record, which may be newer."""
+    key = LOCK_KEY.format(run_id=run.id)
+    token = secrets.token_hex(8)
+    deadline = time.monotonic() + LOCK_WAIT
+    while not await svc.redis.set(key, token, nx=True, px=LOCK_MS):
+        if time.monotonic() > deadline:
+            break  # a holder that died: its lock expires; render anyway rather than skip
+        await asyncio.sleep(0.02)
+    try:
+        fresh = await svc.store.get(run.id) or run
+        await _write(svc, fresh)
+        run.tracking_comment_id = fresh.tracking_comment_id
+    finally:
+        await svc.store.release(key, token)
+
+
+async def _write(svc: Services, run: Run) -> None:
     steps = await svc.store.steps(run.id)
     timeline = await svc.store.timeline(run.id)
     usage = await usage_rows(svc.redis, run.id)
     body = tracking_comment(run, steps, timeline, usage)
     owner, name = run.repo.split("/", 1)
     async with svc.github.installation(run.installation_id) as gh:
-        if run.tracking_comment_id is None:
-            # A re-executed job may have posted it already and died before saving its id.
-            run.tracking_comment_id = await _find_existing(gh, owner, name, run)
-            if run.tracking_comment_id is not None:
-                await svc.store.save(run)
-        if run.tracking_comment_id is None:
-            created = await gh.rest.issues.async_create_comment(
-                owner, name, run.issue_number, body=body
-            )
-            run.tracking_comment_id = created.parsed_data.id
-            await svc.store.save(run)
-        else:
+        if run.tracking_comment_id is not None:
             await gh.rest.issues.async_update_comment(
                 owner, name, run.tracking_comment_id, body=body
             )
+            return
+        # A re-executed job may have posted it already and died before saving its id.
+        found = await _find_existing(gh, owner, name, run)
+        if found is None:
+            created = await gh.rest.issues.async_create_comment(
+                owner, name, run.issue_number, body=body
+            )
+            found = created.parsed_data.id
+        else:
+            await gh.rest.issues.async_update_comment(owner, name, found, body=body)
+    run.tracking_comment_id = found
+    await svc.store.set_fields(run.id, tracking_comment_id=found)
 
 
 async def _find_existing(gh: object, owner: str, name: str, run: Run) -> int | None:

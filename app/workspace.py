@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from app.git import Workspace, git
+from githubkit.exception import RequestFailed
+
+from app.git import Workspace, git, git_ok
 from app.runs import Run
 from app.services import Services
 
@@ -13,14 +15,40 @@ def clone_url(svc: Services, repo: str) -> str:
     return f"{web}/{repo}.git"
 
 
-async def synced(svc: Services, run: Run, *,
-                 fresher_than: float | None = None) -> tuple[Workspace, str]:
+async def synced(svc: Services, run: Run, *, fresher_than: float | None = None,
+                 branch: str | None = None) -> tuple[Workspace, str]:
     """The run's repository fetched up to date (or by a fetch that started after
-    `fresher_than`); returns it and a token for pushing."""
+    `fresher_than`); returns it and a token for pushing.
+
+    With `branch`, a clone that already has the run's base commit and the branch exactly as
+    GitHub has it is used as it is: one API call instead of a fetch."""
     token = await svc.github.installation_token(run.installation_id)
     workspace = Workspace.for_repo(svc.data_dir, run.repo, clone_url(svc, run.repo))
+    if branch is not None and await _current(svc, run, workspace, branch):
+        return workspace, token.token
     await workspace.sync(token.token, fresher_than=fresher_than)
     return workspace, token.token
+
+
+async def _current(svc: Services, run: Run, workspace: Workspace, branch: str) -> bool:
+    if run.base_sha is None or not (workspace.clone / ".git").exists():
+        return False
+    if not await git_ok("cat-file", "-e", f"{run.base_sha}^{{commit}}", cwd=workspace.clone):
+        return False
+    return await branch_head(svc, run, branch) == await remote_branch_head(workspace, branch)
+
+
+async def branch_head(svc: Services, run: Run, branch: str) -> str | None:
+    """The commit `branch` points at on GitHub, or None when there is no such branch."""
+    owner, name = run.repo.split("/", 1)
+    try:
+        async with svc.github.installation(run.installation_id) as gh:
+            ref = (await gh.rest.git.async_get_ref(owner, name, f"heads/{branch}")).parsed_data
+    except RequestFailed as exc:
+        if exc.response.status_code == 404:
+            return None
+        raise
+    return ref.object_.sha
 
 
 async def remote_branch_head(workspace: Workspace, branch: str) -> str | None:

@@ -9,7 +9,7 @@ import httpx
 from arq import Retry, cron
 from githubkit.exception import RequestFailed
 
-from app import routing
+from app import routing, tracking
 from app.commands import handle_command
 from app.constants import QUEUE_NAME
 from app.events import Event, dispatch
@@ -108,6 +108,10 @@ async def finalize_run(ctx: dict[str, Any], run_id: str) -> str:
     return await _guarded(ctx, _finalize_run(ctx, run_id))
 
 
+async def refresh_tracking(ctx: dict[str, Any], run_id: str) -> str:
+    return await _guarded(ctx, tracking.refresh_job(ctx, run_id))
+
+
 async def reconcile(ctx: dict[str, Any]) -> str:
     if "services" not in ctx:
         return "not configured"
@@ -125,11 +129,13 @@ async def startup(ctx: dict[str, Any]) -> None:
         routing.COMMAND: handle_command,
     })
     if "services" not in ctx and settings.has_app_credentials:
+        github = GitHubApp(settings)
+        github.warm_up()
         ctx["services"] = Services(
             settings=settings,
             redis=ctx["redis"],
             store=RunStore(ctx["redis"]),
-            github=GitHubApp(settings),
+            github=github,
             models=ModelClient(settings),
         )
 
@@ -141,7 +147,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 class WorkerSettings:
-    functions: list[Any] = [handle_event, plan_run, schedule_run, run_step, finalize_run]
+    functions: list[Any] = [handle_event, plan_run, schedule_run, run_step, finalize_run,
+                            refresh_tracking]
     queue_name = QUEUE_NAME
     on_startup = startup
     on_shutdown = shutdown
