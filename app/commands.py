@@ -13,17 +13,16 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from arq.jobs import Job as ArqJob
-
 from app import tracking
-from app.constants import QUEUE_NAME, Job
+from app.checkrun import RETRY_ID
+from app.constants import Job
 from app.events import Event
 from app.logs import get_logger
 from app.permissions import may_steer
+from app.retrying import retry
 from app.runs import Run, RunStatus
-from app.scheduling import step_owner
 from app.services import Services
-from app.stopping import stop_run
+from app.stopping import abort_steps, stop_run
 
 log = get_logger(__name__)
 
@@ -70,6 +69,8 @@ async def _react(gh: Any, owner: str, name: str, comment_id: int, content: str) 
 
 
 async def handle_command(ctx: dict[str, Any], event: Event) -> str:
+    if event.name == "check_run":
+        return await handle_check_action(ctx, event)
     svc: Services = ctx["services"]
     payload = event.payload
     comment = payload.get("comment") or {}
@@ -115,9 +116,41 @@ async def handle_command(ctx: dict[str, Any], event: Event) -> str:
         return await _approve(svc, run, author, answer)
     if command.verb == "cancel":
         return await _cancel(svc, run, author, answer)
-    await answer("confused", f"@{author} `/agent retry` is not available in this version; "
-                 "label the issue again to start a new attempt.")
-    return "retry unavailable"
+    return await retry(svc, run, author, command.text, answer)
+
+
+async def handle_check_action(ctx: dict[str, Any], event: Event) -> str:
+    """The Retry button on Conductor's check run: `/agent retry`, answered on the PR."""
+    svc: Services = ctx["services"]
+    payload = event.payload
+    check = payload.get("check_run") or {}
+    identifier = (payload.get("requested_action") or {}).get("identifier")
+    if identifier != RETRY_ID or event.installation_id is None:
+        return f"ignored: unknown check run action {identifier!r}"
+    repo: str = payload["repository"]["full_name"]
+    owner, name = repo.split("/", 1)
+    author: str = payload["sender"]["login"]
+    installation_id = event.installation_id
+    run = await svc.store.get(str(check.get("external_id") or ""))
+    if run is None or run.repo != repo:
+        run_id = await svc.store.run_for_commit(repo, str(check.get("head_sha") or ""))
+        run = await svc.store.get(run_id) if run_id else None
+    if run is None:
+        return "ignored: the check run belongs to no run"
+    number = run.pr_number or run.issue_number
+
+    async def answer(emoji: str, reply: str | None = None) -> None:
+        text = reply or (f"@{author} pressed **Retry** on the `Conductor` check: trying run "
+                         f"`{run.id}` again." if emoji == "rocket" else None)
+        if text:
+            async with svc.github.installation(installation_id) as gh:
+                await gh.rest.issues.async_create_comment(owner, name, number, body=text)
+
+    if not await may_steer(svc.redis, svc.github, installation_id, repo, author):
+        await answer("confused", f"@{author} only people with write, maintain or admin "
+                     "permission on this repository can retry Conductor.")
+        return f"refused: {author} may not retry"
+    return await retry(svc, run, author, "", answer)
 
 
 async def run_for(svc: Services, repo: str, number: int) -> Run | None:
@@ -150,16 +183,6 @@ async def _cancel(svc: Services, run: Run, author: str, answer: Any) -> str:
                      f"({run.status.value.replace('_', ' ')}).")
         return "cancel: not active"
     await stop_run(svc, run, RunStatus.CANCELLED, f"cancelled by @{author}", notify=False)
-    plan_steps = {s["id"]: s for s in (run.plan or {}).get("steps", [])}
-    aborted = 0
-    for record in (await svc.store.steps(run.id)).values():
-        if record.state != "running":
-            continue
-        job = ArqJob(f"step:{run.id}:{record.id}:{record.attempt}", svc.redis,
-                     _queue_name=QUEUE_NAME)
-        await job.abort(timeout=0)  # asks the worker to cancel it; does not wait
-        aborted += 1
-        files = plan_steps.get(record.id, {}).get("files") or [f"__step__/{record.id}"]
-        await svc.store.unlock_paths(run.repo, files, step_owner(run.id, record.id))
+    aborted = await abort_steps(svc, run)
     await answer("rocket")
     return f"cancelled by {author} ({aborted} running steps aborted)"

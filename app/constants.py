@@ -23,6 +23,8 @@ class Job(StrEnum):
     RUN_STEP = "run_step"
     FINALIZE_RUN = "finalize_run"
     REFRESH_TRACKING = "refresh_tracking"
+    EVALUATE_CI = "evaluate_ci"
+    FIX_CI = "fix_ci"
 
 
 def event_job_id(delivery_id: str) -> str:

@@ -10,14 +10,22 @@ from __future__ import annotations
 from typing import Any
 
 from app import tracking
-from app.agent import Agent, AgentFailed, Finished, TurnLimitExceeded, untrusted
+from app.agent import (
+    Agent,
+    AgentFailed,
+    Finished,
+    TurnLimitExceeded,
+    maintainer_note,
+    untrusted,
+)
 from app.budget import Budget, BudgetExceeded
 from app.constants import Job
 from app.github import items
 from app.guidance import read_guidance, render_guidance
 from app.logs import get_logger
+from app.models import SystemBlock
 from app.plan import Plan, Role, needs_approval, plan_tool, validate_plan
-from app.plan_templates import choose_template, render_for_prompt
+from app.plan_templates import PlanTemplate, choose_template, render_for_prompt
 from app.render import render
 from app.repoconfig import ConfigResult, parse_repo_config
 from app.repomap import RepoMap
@@ -73,6 +81,32 @@ async def issue_context(svc: Services, run: Run) -> tuple[str, str]:
     return "\n\n".join(parts), issue.body or ""
 
 
+def retry_notes(run: Run) -> str:
+    """What people said with `/agent retry`, as marked notes (empty when nothing)."""
+    notes = [maintainer_note(r.get("by", "someone"), r["instructions"])
+             for r in run.retries if r.get("instructions")]
+    return "".join(note + "\n\n" for note in notes)
+
+
+async def planner_system(svc: Services, run: Run, workspace: Any, commit: str,
+                         config: ConfigResult, template: PlanTemplate) -> list[SystemBlock]:
+    """The orchestrator's system prompt: its rules, the repository map and guidance at
+    `commit`. Built the same way for the first plan and for CI fixes, so that they share a
+    cached prefix."""
+    limits = config.limits()
+    repo_map = await RepoMap.build(workspace.clone, commit,
+                                   cache_dir=svc.data_dir / "repomap" / run.repo.replace("/", "__"))
+    guidance = await read_guidance(workspace.clone, commit, GUIDANCE_CHARS)
+    return [
+        render("prompts/orchestrator.md.j2", roles=[r.value for r in Role],
+               protected=[p for p in limits.protected if p not in limits.allowed_protected],
+               limits=limits, template=render_for_prompt(template),
+               instructions=config.config.instructions or ""),
+        "## Repository map\n\n" + repo_map.render(REPO_MAP_CHARS, focus=run.issue_title),
+        "## Repository guidance\n\n" + (render_guidance(guidance) or "(none)"),
+    ]
+
+
 async def plan_run(ctx: dict[str, Any], run_id: str) -> str:
     svc: Services = ctx["services"]
     run = await svc.store.get(run_id)
@@ -96,22 +130,11 @@ async def plan_run(ctx: dict[str, Any], run_id: str) -> str:
         return "stopped: invalid config"
     limits = config.limits()
 
-    repo_map = await RepoMap.build(workspace.clone, base_sha,
-                                   cache_dir=svc.data_dir / "repomap" / run.repo.replace("/", "__"))
-    guidance = await read_guidance(workspace.clone, base_sha, GUIDANCE_CHARS)
     goal, body = await issue_context(svc, run)
     template = choose_template(run.issue_title, body,
                                allowed=config.config.plan_templates or None)
     run.plan_template = template.name
-
-    system = [
-        render("prompts/orchestrator.md.j2", roles=[r.value for r in Role],
-               protected=[p for p in limits.protected if p not in limits.allowed_protected],
-               limits=limits, template=render_for_prompt(template),
-               instructions=config.config.instructions or ""),
-        "## Repository map\n\n" + repo_map.render(REPO_MAP_CHARS, focus=run.issue_title),
-        "## Repository guidance\n\n" + (render_guidance(guidance) or "(none)"),
-    ]
+    system = await planner_system(svc, run, workspace, base_sha, config, template)
     worktree = await workspace.add_worktree(f"{run.id}-plan", base_sha)
     try:
         agent = Agent(
@@ -129,7 +152,8 @@ async def plan_run(ctx: dict[str, Any], run_id: str) -> str:
         finished = await _ask(svc, run, agent, [{
             "role": "user",
             "content": f"Plan the change this issue asks for (#{run.issue_number} in "
-                       f"{run.repo}).\n\n{goal}\n\nExplore as needed, then call submit_plan.",
+                       f"{run.repo}).\n\n{goal}\n\n{retry_notes(run)}"
+                       "Explore as needed, then call submit_plan.",
         }])
         if finished is None:
             return "stopped while planning"

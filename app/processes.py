@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 import uvicorn
+from arq.cron import cron
 from arq.typing import WorkerSettingsType
 from arq.worker import Worker, create_worker
 from starlette.applications import Starlette
@@ -54,9 +55,11 @@ def build_server(app: Starlette, settings: Settings) -> uvicorn.Server:
 
 
 def build_worker(settings: Settings, redis_url: str, **overrides: Any) -> Worker:
-    from workers.main import WorkerSettings
+    from workers.main import WorkerSettings, reconcile
 
+    every = settings.conductor_reconcile_seconds
     options: dict[str, Any] = {
+        "cron_jobs": [cron(reconcile, second=set(range(0, 60, every)), run_at_startup=False)],
         "redis_settings": arq_settings(redis_url),
         "queue_name": QUEUE_NAME,
         "handle_signals": False,

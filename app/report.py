@@ -32,6 +32,7 @@ _STATUS_LINE = {
     RunStatus.RUNNING: "Working on the steps",
     RunStatus.FINALIZING: "Opening the pull request",
     RunStatus.VERIFYING: "Pull request open; waiting for CI",
+    RunStatus.FIXING: "CI failed; working on it",
     RunStatus.DONE: "Done",
     RunStatus.FAILED: "Stopped",
     RunStatus.NEEDS_HUMAN: "Stopped: needs a human",
@@ -120,7 +121,37 @@ def gantt(run: Run, plan_steps: list[dict[str, Any]], steps: dict[str, StepRecor
             f"s_{re.sub(r'[^A-Za-z0-9_]', '_', spec['id'])}, "
             f"{int(record.started_at * 1000)}, {int(max(end, record.started_at + 1) * 1000)}"
         )
+    attempts = [a for a in run.ci if a.get("finished_at")]
+    if attempts:
+        lines.append("    section CI")
+        for number, attempt in enumerate(attempts, 1):
+            verdict = str(attempt.get("verdict") or "")
+            tag = {"green": "done", "no_ci": "done", "red": "crit"}.get(verdict, "")
+            prefix = f"{tag}, " if tag else ""
+            start = int(attempt["started_at"] * 1000)
+            end = int(max(attempt["finished_at"], attempt["started_at"] + 1) * 1000)
+            lines.append(f"    CI {number} {_gantt_label(attempt['sha'][:7])} :{prefix}"
+                         f"ci_{number}, {start}, {end}")
     return "\n".join(lines)
+
+
+_VERDICT = {"green": "✅ passed", "red": "❌ failed", "no_ci": "⚪ no CI reported",
+            "missing": "⚠️ required checks missing", "pending": "⏳ running"}
+
+
+def _ci_rows(run: Run) -> list[dict[str, Any]]:
+    rows = []
+    for number, attempt in enumerate(run.ci, 1):
+        rows.append({
+            "number": number, "sha": attempt["sha"][:7],
+            "verdict": _VERDICT.get(attempt.get("verdict") or "pending", "⏳ running"),
+            "detail": cell(attempt.get("detail"), 300),
+            "action": cell(attempt.get("action"), 200),
+            "started": clock(attempt["started_at"]),
+            "duration": duration((attempt.get("finished_at") or time.time())
+                                 - attempt["started_at"]),
+        })
+    return rows
 
 
 def _context(run: Run, steps: dict[str, StepRecord], timeline: list[dict[str, Any]],
@@ -160,6 +191,11 @@ def _context(run: Run, steps: dict[str, StepRecord], timeline: list[dict[str, An
         ],
         "gantt": gantt(run, plan_steps, steps, timeline) if plan_steps else "",
         "risk_flags": [cell(f, 200) for f in run.risk_flags],
+        "ci": _ci_rows(run),
+        "no_ci": bool(run.ci) and run.ci[-1].get("verdict") == "no_ci",
+        "diagnosis": neutralise(run.diagnosis),
+        "instructions": [cell(text, 500) for text in run.instructions],
+        "current": next((r for r in rows if r["state"] == "running"), None),
         "tracking_marker": TRACKING_MARKER.format(run_id=run.id),
         "pr_marker": PR_MARKER.format(run_id=run.id),
     }
@@ -173,6 +209,12 @@ def tracking_comment(run: Run, steps: dict[str, StepRecord], timeline: list[dict
 def pr_body(run: Run, steps: dict[str, StepRecord], timeline: list[dict[str, Any]],
             usage: list[UsageRow], now: float | None = None) -> str:
     return render("pr/body.md.j2", **_context(run, steps, timeline, usage, now))
+
+
+def check_summary(run: Run, steps: dict[str, StepRecord], timeline: list[dict[str, Any]],
+                  usage: list[UsageRow], now: float | None = None) -> str:
+    """The summary of Conductor's own check run (Markdown; GitHub caps it at 65,535)."""
+    return render("checks/summary.md.j2", **_context(run, steps, timeline, usage, now))[:65_000]
 
 
 def pr_title(run: Run) -> str:

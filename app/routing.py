@@ -122,6 +122,17 @@ def _pull_request_review(payload: dict[str, Any], action: Any, me: Identity) -> 
     return Route(ignored=f"pull_request_review.{action} is not acted on")
 
 
+def _ci_branches(payload: dict[str, Any], key: str) -> list[str]:
+    """The branches a CI event names (none when it does not say)."""
+    if key == "status":
+        names = [_get(b, "name") for b in payload.get("branches") or []]
+    elif key == "check_run":
+        names = [_get(payload, key, "check_suite", "head_branch")]
+    else:
+        names = [_get(payload, key, "head_branch")]
+    return [n for n in names if isinstance(n, str) and n]
+
+
 def _ci(payload: dict[str, Any], action: Any, me: Identity, key: str) -> Route:
     app_id = _get(payload, key, "app", "id")
     if me.app_id is not None and app_id == me.app_id:
@@ -130,6 +141,13 @@ def _ci(payload: dict[str, Any], action: Any, me: Identity, key: str) -> Route:
         return Route(ignored="check from this app")
     if action != "completed":
         return Route(ignored=f"{key}.{action} is not a result")
+    return _ci_result(payload, key)
+
+
+def _ci_result(payload: dict[str, Any], key: str) -> Route:
+    branches = _ci_branches(payload, key)
+    if branches and not any(b.startswith(BRANCH_PREFIX) for b in branches):
+        return Route(ignored=f"{key} is not for a {BRANCH_PREFIX} branch")
     return Route(kind=CI_RESULT)
 
 
@@ -148,7 +166,7 @@ def _workflow_run(payload: dict[str, Any], action: Any, me: Identity) -> Route:
 def _status(payload: dict[str, Any], action: Any, me: Identity) -> Route:
     if payload.get("state") == "pending":
         return Route(ignored="status is still pending")
-    return Route(kind=CI_RESULT)
+    return _ci_result(payload, "status")
 
 
 def _installation(payload: dict[str, Any], action: Any, me: Identity) -> Route:

@@ -32,6 +32,8 @@ RUN_LOCK_KEY = "conductor:run:{run_id}:lock"
 PATH_LOCK_KEY = "conductor:lock:path:{repo}:{pattern}"
 FENCE_KEY = "conductor:lock:fence"
 ATTEMPTS_KEY = "conductor:issue:{repo}#{number}:attempts"
+COMMIT_KEY = "conductor:commit:{repo}:{sha}"  # a commit on a run's branch -> the run
+COMMIT_TTL = 30 * 24 * 3600
 
 
 class RunStatus(StrEnum):
@@ -41,6 +43,7 @@ class RunStatus(StrEnum):
     RUNNING = "running"
     FINALIZING = "finalizing"
     VERIFYING = "verifying"  # PR open, waiting for CI
+    FIXING = "fixing"  # CI failed; re-running it or planning a fix
     DONE = "done"
     FAILED = "failed"
     NEEDS_HUMAN = "needs_human"
@@ -76,6 +79,22 @@ class Run:
     head_sha: str | None = None
     stop_reason: str | None = None
     risk_flags: list[str] = field(default_factory=list)
+    pr_node_id: str | None = None
+    pr_opened_at: float | None = None
+    # CI: one entry per commit the bot waited on (`CIAttempt` as a dict), oldest first.
+    ci: list[dict[str, Any]] = field(default_factory=list)
+    ci_fixes: int = 0  # CI-fix attempts used since the run started or was last retried
+    fix_round: int = 0  # fix plans made over the run's life (names the fix steps)
+    fix_steps: list[str] = field(default_factory=list)  # steps that fix CI (get its output)
+    diagnosis: str | None = None  # the last CI failure, as told to the fixer and people
+    retries: list[dict[str, Any]] = field(default_factory=list)  # {by, at, instructions}
+    check_runs: dict[str, int] = field(default_factory=dict)  # head sha -> Conductor check
+    outcome: dict[str, Any] | None = None  # set when the pull request is merged or closed
+
+    @property
+    def instructions(self) -> list[str]:
+        """What people asked for in `/agent retry …`, oldest first."""
+        return [r["instructions"] for r in self.retries if r.get("instructions")]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -193,6 +212,15 @@ class RunStore:
         ids = await self.redis.zrevrange(RUNS_INDEX, 0, count - 1)
         runs = [await self.get(_s(i)) for i in ids]
         return [r for r in runs if r is not None]
+
+    async def map_commit(self, repo: str, sha: str, run_id: str) -> None:
+        """Remember that `sha` is a head of `run_id`'s branch (CI results name commits)."""
+        await self.redis.set(COMMIT_KEY.format(repo=repo.lower(), sha=sha), run_id,
+                             ex=COMMIT_TTL)
+
+    async def run_for_commit(self, repo: str, sha: str) -> str | None:
+        value = await self.redis.get(COMMIT_KEY.format(repo=repo.lower(), sha=sha))
+        return _s(value) if value is not None else None
 
     # -- steps ------------------------------------------------------------------------------
 

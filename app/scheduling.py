@@ -77,15 +77,22 @@ async def _locked_schedule(svc: Services, run_id: str, trigger: str, token: str)
 
 
 async def reconcile(ctx: dict[str, Any]) -> str:
-    """Periodic: give every running run a scheduling pass, so that no lost wake-up (a job that
-    failed, a worker that died between two writes) can leave a run waiting forever."""
+    """Periodic: give every running run a scheduling pass and every run waiting on CI a look
+    at the API, so that no lost wake-up (a job that failed, a worker that died between two
+    writes, a webhook GitHub never delivered) can leave a run waiting forever."""
     svc: Services = ctx["services"]
     nudged = 0
+    tick = int(time.time())
     for run in await svc.store.recent(200):
         if run.status is RunStatus.RUNNING:
             await _fail_orphaned_steps(svc, run)
             await svc.redis.enqueue_job(Job.SCHEDULE_RUN, run.id, "reconcile",
-                                        _job_id=f"schedule:{run.id}:reconcile:{int(time.time())}")
+                                        _job_id=f"schedule:{run.id}:reconcile:{tick}")
+            nudged += 1
+        elif run.status is RunStatus.VERIFYING and run.head_sha:
+            # GitHub never redelivers a webhook on its own: read CI from the API instead.
+            await svc.redis.enqueue_job(Job.EVALUATE_CI, run.id, run.head_sha,
+                                        _job_id=f"ci:{run.id}:{run.head_sha[:12]}:r{tick}")
             nudged += 1
     return f"nudged {nudged} runs"
 
@@ -123,7 +130,10 @@ async def _schedule(svc: Services, run_id: str, trigger: str) -> tuple[str, list
     if outcome == "done":
         run.status = RunStatus.FINALIZING
         await svc.store.save(run)
-        await svc.redis.enqueue_job(Job.FINALIZE_RUN, run_id, _job_id=f"finalize:{run_id}")
+        # One finalisation per round of steps: the first plan, each CI fix, each retry.
+        await svc.redis.enqueue_job(
+            Job.FINALIZE_RUN, run_id,
+            _job_id=f"finalize:{run_id}:{run.fix_round}:{len(run.retries)}")
         return "all steps done", []
     if outcome in ("failed", "blocked"):
         failed = [s for s, st in states.items() if st is StepState.FAILED]

@@ -69,10 +69,25 @@ class Settings(BaseSettings):
     # How often an idle worker looks for jobs. arq's 0.5 s default costs a step about a
     # second (a step passes through the queue twice); 50 ms costs Redis ~20 cheap reads/s.
     conductor_poll_delay: float = Field(default=0.05, gt=0, le=5)
+    # CI: a commit's CI is finished when nothing new arrived for `settle` seconds; nothing at
+    # all within `no_ci_timeout` means the repository has no CI; CI still running after
+    # `ci_timeout` stops the run. The reconcile job re-reads active runs' state every
+    # `reconcile_seconds` (a divisor of 60), so a lost webhook only delays a run.
+    conductor_ci_settle_seconds: float = Field(default=10.0, ge=0, le=600)
+    conductor_no_ci_timeout: float = Field(default=300.0, ge=1)
+    conductor_ci_timeout: float = Field(default=6 * 3600.0, ge=60)
+    conductor_reconcile_seconds: int = Field(default=30, ge=1, le=60)
 
     host: str = "127.0.0.1"
     port: int = Field(default=3000, ge=1, le=65535)
     log_level: str = "info"
+
+    @field_validator("conductor_reconcile_seconds")
+    @classmethod
+    def _divides_minute(cls, value: int) -> int:
+        if 60 % value:
+            raise ValueError("must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60)")
+        return value
 
     @field_validator("redis_url")
     @classmethod

@@ -25,7 +25,7 @@ from app.guardrails import RunTotals, check_step_diff, feedback_for_model
 from app.limits import Limits
 from app.logs import get_logger
 from app.plan import Role, Step
-from app.planning import load_config
+from app.planning import load_config, retry_notes
 from app.recorded_tools import RecordedTools
 from app.render import render
 from app.review import Review, Verdict, parse_review, review_tool
@@ -213,11 +213,14 @@ async def _work(svc: Services, run: Run, step: Step, worktree: Path, config: Any
         budget=budget,
         trace={"run": run.id, "step": step.id},
     )
+    context = untrusted("plan summary", str((run.plan or {}).get("summary", "")))
+    if step.id in run.fix_steps and run.diagnosis:
+        context += ("\n\nThis step fixes a CI failure of the pull request. What CI "
+                    "reported:\n\n" + untrusted("CI diagnosis", run.diagnosis))
     finished = await agent.run([{
         "role": "user",
         "content": f"Carry out step `{step.id}` of the plan for issue #{run.issue_number}: "
-                   f"{step.title}.\n\n"
-                   + untrusted("plan summary", str((run.plan or {}).get("summary", ""))),
+                   f"{step.title}.\n\n{context}\n\n{retry_notes(run)}".rstrip(),
     }])
     if not editable:
         return finished, None, []
@@ -416,6 +419,7 @@ async def _push_once(workspace: Workspace, worktree: Path, branch: str, sha: str
 async def _advance_head(svc: Services, run: Run, worktree: Path, sha: str) -> None:
     """Record `sha` as the run's head unless a newer commit already is (under the workspace
     lock, so that parallel steps of this process record their pushes in order)."""
+    await svc.store.map_commit(run.repo, sha, run.id)
     current = (await svc.store.get(run.id) or run).head_sha
     if current is None or current == sha or await _is_ancestor(worktree, current, sha):
         await svc.store.set_fields(run.id, head_sha=sha)

@@ -6,7 +6,10 @@ or not at all.
 
 from __future__ import annotations
 
+from arq.jobs import Job as ArqJob
+
 from app import tracking
+from app.constants import QUEUE_NAME
 from app.logs import get_logger
 from app.report import neutralise
 from app.runs import Run, RunStatus
@@ -33,8 +36,9 @@ async def stop_run(svc: Services, run: Run, status: RunStatus, reason: str, *,
         # Editing the tracking comment notifies nobody; a short comment does.
         if notify:
             advice = "" if status is RunStatus.DONE else (
-                "\n\nAnything already pushed stays on the branch. Fix the cause and label "
-                "the issue again to start a new attempt.")
+                "\n\nAnything already pushed stays on the branch. Comment `/agent retry "
+                "[instructions]` to try again from where it stopped, or label the issue "
+                "again to start over.")
             verb = "finished" if status is RunStatus.DONE else "stopped"
             await gh.rest.issues.async_create_comment(
                 owner, name, run.issue_number,
@@ -51,3 +55,20 @@ async def give_up_run(svc: Services, run_id: str, reason: str) -> None:
     run = await svc.store.get(run_id)
     if run is not None and run.status.active:
         await stop_run(svc, run, RunStatus.NEEDS_HUMAN, reason)
+
+
+async def abort_steps(svc: Services, run: Run) -> int:
+    """Ask the workers to cancel the run's running steps (arq abort; does not wait) and free
+    their path locks. Returns how many were running."""
+    plan_steps = {s["id"]: s for s in (run.plan or {}).get("steps", [])}
+    aborted = 0
+    for record in (await svc.store.steps(run.id)).values():
+        if record.state != "running":
+            continue
+        job = ArqJob(f"step:{run.id}:{record.id}:{record.attempt}", svc.redis,
+                     _queue_name=QUEUE_NAME)
+        await job.abort(timeout=0)
+        aborted += 1
+        files = plan_steps.get(record.id, {}).get("files") or [f"__step__/{record.id}"]
+        await svc.store.unlock_paths(run.repo, files, f"{run.id}:{record.id}")
+    return aborted

@@ -1,4 +1,5 @@
-"""The one tracking comment per run: created once, then edited in place.
+"""The one tracking comment per run, created once and then edited in place, and with it the
+run's `Conductor` check run (app/checkrun.py).
 
 Two ways in. `refresh` renders and writes now (run start, plan posted, stop, pull request
 open: moments a person is waiting for). `soon` asks for a refresh within `DEBOUNCE` seconds
@@ -15,10 +16,11 @@ import secrets
 import time
 from typing import Any
 
+from app import checkrun
 from app.budget_view import usage_rows
 from app.constants import Job
 from app.github import items
-from app.report import TRACKING_MARKER, tracking_comment
+from app.report import TRACKING_MARKER, check_summary, tracking_comment
 from app.runs import Run
 from app.services import Services
 
@@ -74,6 +76,11 @@ async def _write(svc: Services, run: Run) -> None:
     body = tracking_comment(run, steps, timeline, usage)
     owner, name = run.repo.split("/", 1)
     async with svc.github.installation(run.installation_id) as gh:
+        if run.head_sha is not None:
+            checks = await checkrun.publish(gh, run, check_summary(run, steps, timeline, usage))
+            if checks != run.check_runs:
+                run.check_runs = checks
+                await svc.store.set_fields(run.id, check_runs=checks)
         if run.tracking_comment_id is not None:
             await gh.rest.issues.async_update_comment(
                 owner, name, run.tracking_comment_id, body=body

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from githubkit.exception import RequestFailed
 
 from app.git import Workspace, git, git_ok
@@ -62,3 +64,33 @@ async def file_at(workspace: Workspace, commit: str, path: str) -> str | None:
     if not probe.strip():
         return None
     return await git("show", f"{commit}:{path}", cwd=workspace.clone)
+
+
+@dataclass(frozen=True)
+class HumanCommit:
+    sha: str
+    author: str
+    subject: str
+    files: list[str]
+    committed_at: float
+
+
+async def human_commits(workspace: Workspace, base: str, head: str,
+                        limit: int = 20) -> list[HumanCommit]:
+    """Commits on `base..head` that Conductor did not make (no `Conductor-Run` trailer),
+    oldest first: people's work on the branch, to keep and build on."""
+    out = await git("log", "--reverse", f"--max-count={limit * 5}",
+                    "--format=%H%x1f%an%x1f%ct%x1f%s%x1f%b%x1e", f"{base}..{head}",
+                    cwd=workspace.clone)
+    found: list[HumanCommit] = []
+    for record in out.split("\x1e"):
+        parts = record.strip().split("\x1f")
+        if len(parts) < 5 or "Conductor-Run:" in parts[4]:
+            continue
+        files = await git("diff-tree", "--no-commit-id", "--name-only", "-r", parts[0],
+                          cwd=workspace.clone)
+        found.append(HumanCommit(sha=parts[0], author=parts[1], subject=parts[3],
+                                 files=files.split()[:20], committed_at=float(parts[2])))
+        if len(found) == limit:
+            break
+    return found

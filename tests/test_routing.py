@@ -84,22 +84,39 @@ def test_own_events_are_ignored_but_the_retry_button_is_not() -> None:
     assert route("check_run", button, ME).kind == "command"
 
 
+def _on_branch(payload: dict[str, Any], key: str, branch: str) -> dict[str, Any]:
+    if key == "check_run":
+        payload["check_run"]["check_suite"]["head_branch"] = branch
+    elif key == "status":
+        payload["branches"] = [{"name": branch, "commit": {"sha": payload["sha"]}}]
+    else:
+        payload[key]["head_branch"] = branch
+    return payload
+
+
 def test_ci_results_of_the_bots_own_pushes_are_accepted() -> None:
-    run = load_fixture("workflow_run.completed.0.json")
+    run = _on_branch(load_fixture("workflow_run.completed.0.json"), "workflow_run",
+                     "conductor/issue-1-x")
     run["sender"]["login"] = "conductor[bot]"
     assert route("workflow_run", run, ME).kind == "ci_result"
 
 
-def test_ci_results_from_other_apps_are_accepted() -> None:
+def test_ci_results_from_other_apps_are_accepted_on_conductor_branches() -> None:
     actions = load_fixture("check_run.completed.0.json")
     assert actions["check_run"]["app"]["slug"] == "github-actions"
-    assert route("check_run", actions, ME).kind == "ci_result"
-    assert route("check_suite", load_fixture("check_suite.completed.0.json"), ME).kind == (
-        "ci_result"
-    )
-    assert route("workflow_run", load_fixture("workflow_run.completed.0.json"), ME).kind == (
-        "ci_result"
-    )
+    for event, name in [("check_run", "check_run.completed.0.json"),
+                        ("check_suite", "check_suite.completed.0.json"),
+                        ("workflow_run", "workflow_run.completed.0.json"),
+                        ("status", "status.0.json")]:
+        elsewhere = load_fixture(name)
+        assert route(event, elsewhere, ME).ignored == (
+            f"{event} is not for a conductor/ branch"), event
+        ours = _on_branch(load_fixture(name), event, "conductor/issue-7-add-sub")
+        assert route(event, ours, ME).kind == "ci_result", event
+    # A status on a commit no branch points at yet cannot be placed: the worker decides.
+    unplaced = load_fixture("status.0.json")
+    unplaced["branches"] = []
+    assert route("status", unplaced, ME).kind == "ci_result"
     status = load_fixture("status.0.json")
     status["state"] = "pending"
     assert route("status", status, ME).ignored == "status is still pending"

@@ -9,7 +9,7 @@ import httpx
 from arq import Retry, cron
 from githubkit.exception import RequestFailed
 
-from app import routing, tracking
+from app import routing, tracking, verify
 from app.commands import handle_command
 from app.constants import QUEUE_NAME
 from app.events import Event, dispatch
@@ -20,6 +20,7 @@ from app.installations import handle_installation
 from app.logs import configure_logging, get_logger, redactor
 from app.models import ModelClient, ModelUnavailable
 from app.planning import plan_run as _plan_run
+from app.pr_events import handle_pull_request
 from app.runs import RunStore
 from app.scheduling import reconcile as _reconcile
 from app.scheduling import schedule_run as _schedule_run
@@ -75,13 +76,7 @@ async def handle_event(
 
 
 async def plan_run(ctx: dict[str, Any], run_id: str) -> str:
-    try:
-        return await _guarded(ctx, _plan_run(ctx, run_id))
-    except Retry:
-        raise
-    except Exception as exc:
-        await give_up_run(ctx["services"], run_id, f"planning failed: {_describe(exc)}")
-        raise
+    return await _or_give_up(ctx, run_id, "planning", _plan_run(ctx, run_id))
 
 
 async def schedule_run(ctx: dict[str, Any], run_id: str, trigger: str) -> str:
@@ -105,7 +100,30 @@ def _describe(exc: BaseException) -> str:
 
 
 async def finalize_run(ctx: dict[str, Any], run_id: str) -> str:
-    return await _guarded(ctx, _finalize_run(ctx, run_id))
+    return await _or_give_up(ctx, run_id, "opening the pull request",
+                             _finalize_run(ctx, run_id))
+
+
+async def evaluate_ci(ctx: dict[str, Any], run_id: str, sha: str) -> str:
+    return await _guarded(ctx, verify.evaluate_ci(ctx, run_id, sha))
+
+
+async def fix_ci(ctx: dict[str, Any], run_id: str, sha: str) -> str:
+    return await _or_give_up(ctx, run_id, "handling the CI failure",
+                             verify.fix_ci(ctx, run_id, sha))
+
+
+async def _or_give_up(ctx: dict[str, Any], run_id: str, doing: str,
+                      work: Awaitable[str]) -> str:
+    """Run `work`; if it fails for good, stop the run with the reason rather than leave it
+    waiting for a job that will never come back."""
+    try:
+        return await _guarded(ctx, work)
+    except Retry:
+        raise
+    except Exception as exc:
+        await give_up_run(ctx["services"], run_id, f"{doing} failed: {_describe(exc)}")
+        raise
 
 
 async def refresh_tracking(ctx: dict[str, Any], run_id: str) -> str:
@@ -127,6 +145,8 @@ async def startup(ctx: dict[str, Any]) -> None:
         routing.INSTALLATION: handle_installation,
         routing.START_RUN: start_run,
         routing.COMMAND: handle_command,
+        routing.CI_RESULT: verify.ci_event,
+        routing.PULL_REQUEST: handle_pull_request,
     })
     if "services" not in ctx and settings.has_app_credentials:
         github = GitHubApp(settings)
@@ -148,7 +168,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 class WorkerSettings:
     functions: list[Any] = [handle_event, plan_run, schedule_run, run_step, finalize_run,
-                            refresh_tracking]
+                            refresh_tracking, evaluate_ci, fix_ci]
     queue_name = QUEUE_NAME
     on_startup = startup
     on_shutdown = shutdown
@@ -156,6 +176,7 @@ class WorkerSettings:
     job_timeout = 900
     keep_result = 3600
     max_tries = 20  # only `Retry` retries: transient failures and rate limits
-    # Every 30 s; unique=True (the default) makes one worker run it per tick.
+    # Every 30 s (app.processes sets CONDUCTOR_RECONCILE_SECONDS); unique=True (the default)
+    # makes one worker run it per tick.
     cron_jobs = [cron(reconcile, second={0, 30}, run_at_startup=False)]
     allow_abort_jobs = True

@@ -39,7 +39,7 @@ def test_a_labeled_issue_reaches_a_worker_that_clones_and_comments(stack: Stack)
 
 def test_a_user_push_runs_ci_and_the_check_suite_reaches_the_bot(stack: Stack) -> None:
     sha = stack.state.as_user("alice").push(
-        REPO, "feature/extra", {"widgets/extra.py": "ANSWER = 42\n"}, "Add extra"
+        REPO, "conductor/issue-9-extra", {"widgets/extra.py": "ANSWER = 42\n"}, "Add extra"
     )
     suite = stack.hooks.wait_for(
         lambda d: d.event == "check_suite" and d.action == "completed"
@@ -61,4 +61,5 @@ def test_a_user_push_runs_ci_and_the_check_suite_reaches_the_bot(stack: Stack) -
     )
     assert len(logged) == 1
     assert (logged[0]["event"], logged[0]["kind"]) == ("check_suite", "ci_result")
-    assert logged[0]["outcome"]
+    # No run pushed that commit, so the worker leaves it alone, and says so.
+    assert logged[0]["outcome"] == f"ignored: {sha[:7]} is no run's head"

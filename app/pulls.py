@@ -1,0 +1,38 @@
+"""The run's pull request: opened as a draft once, its body re-rendered from the run's state
+whenever something worth reading changed (steps, CI attempts, the final timeline)."""
+
+from __future__ import annotations
+
+from app.budget_view import usage_rows
+from app.github import items
+from app.report import pr_body, pr_title
+from app.runs import Run
+from app.services import Services
+
+HIGH_RISK_LABEL = "agent:high-risk"
+
+
+async def upsert_pull_request(svc: Services, run: Run) -> tuple[int, str, str]:
+    """Open the draft PR, or update the body of the one the branch has; (number, URL,
+    GraphQL node id). Re-running never opens a second."""
+    steps = await svc.store.steps(run.id)
+    timeline = await svc.store.timeline(run.id)
+    usage = await usage_rows(svc.redis, run.id)
+    body = pr_body(run, steps, timeline, usage)
+    owner, name = run.repo.split("/", 1)
+    async with svc.github.installation(run.installation_id) as gh:
+        existing = items(await gh.rest.pulls.async_list(
+            owner, name, head=f"{owner}:{run.branch}", state="all", per_page=10
+        ))
+        if existing:
+            pull = existing[0]
+            await gh.rest.pulls.async_update(owner, name, pull.number, body=body)
+        else:
+            pull = (await gh.rest.pulls.async_create(
+                owner, name, title=pr_title(run), head=run.branch, base=run.default_branch,
+                body=body, draft=True,
+            )).parsed_data
+        if run.risk_flags:
+            await gh.rest.issues.async_add_labels(owner, name, pull.number,
+                                                  labels=[HIGH_RISK_LABEL])
+    return pull.number, pull.html_url, pull.node_id

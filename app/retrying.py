@@ -1,0 +1,129 @@
+"""`/agent retry [instructions]` (and the check run's Retry button): a stopped run tries again
+from where it stopped, with a fresh token and cost allowance and a fresh CI-fix budget. The
+instructions and the last diagnosis reach the model on the next plan, fix or step.
+
+Where it resumes is a pure decision (`resume_point`): no plan yet → plan again; a step that
+failed or was interrupted → those steps; no pull request yet → open it; the last CI attempt
+failed → plan a fix from it; otherwise → wait for CI again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Literal
+
+from githubkit.exception import RequestFailed
+
+from app import tracking, verify
+from app.budget import Budget
+from app.constants import Job
+from app.limits import Limits
+from app.runs import Run, RunStatus, StepRecord
+from app.scheduler import FINISHED, StepState
+from app.services import Services
+from app.stopping import NEEDS_HUMAN_LABEL
+
+Point = Literal["plan", "steps", "finalize", "ci-fix", "verify"]
+Answer = Callable[..., Awaitable[None]]
+_STATUS: dict[str, RunStatus] = {
+    "plan": RunStatus.PLANNING, "steps": RunStatus.RUNNING, "finalize": RunStatus.FINALIZING,
+    "ci-fix": RunStatus.FIXING, "verify": RunStatus.VERIFYING,
+}
+_DESCRIBE: dict[str, str] = {
+    "plan": "planning again", "steps": "the steps that did not finish",
+    "finalize": "opening the pull request", "ci-fix": "a fix for the last CI failure",
+    "verify": "waiting for CI again",
+}
+
+
+def resume_point(run: Run, steps: Mapping[str, StepRecord]) -> Point:
+    if run.plan is None:
+        return "plan"
+    ids = [s["id"] for s in run.plan.get("steps", [])]
+    if any(StepState(steps[i].state) not in FINISHED if i in steps else True for i in ids):
+        return "steps"
+    if run.pr_number is None or run.head_sha is None:
+        return "finalize"
+    if run.ci and run.ci[-1]["sha"] == run.head_sha and run.ci[-1].get("verdict") == "red":
+        return "ci-fix"
+    return "verify"  # CI did not finish, or someone pushed since: wait for CI on the head
+
+
+async def retry(svc: Services, run: Run, author: str, instructions: str,
+                answer: Answer) -> str:
+    status = run.status.value.replace("_", " ")
+    if run.status.active:
+        await answer("confused", f"@{author} run `{run.id}` is still active ({status}), so "
+                     "there is nothing to retry yet; it will say here when it stops. "
+                     "`/agent cancel` stops it.")
+        return "retry refused: the run is active"
+    if run.status is RunStatus.DONE:
+        await answer("confused", f"@{author} run `{run.id}` finished ({run.stop_reason}). "
+                     "Label the issue again to start a new run.")
+        return "retry refused: the run is done"
+    holder = await svc.store.claim_issue(run.repo, run.issue_number, run.id)
+    if holder != run.id:
+        other = await svc.store.get(holder) if holder else None
+        if other is None or other.status.active:
+            await answer("confused", f"@{author} run `{holder}` is active on this issue; "
+                         "wait for it or `/agent cancel` it first.")
+            return "retry refused: another run is active"
+        await svc.store.release_issue(run.repo, run.issue_number, other.id)
+        if await svc.store.claim_issue(run.repo, run.issue_number, run.id) != run.id:
+            await answer("confused", f"@{author} another run claimed this issue just now.")
+            return "retry refused: another run claimed the issue"
+
+    steps = await svc.store.steps(run.id)
+    point = resume_point(run, steps)
+    now = time.time()
+    number = len(run.retries) + 1
+
+    def change(fresh: Run) -> None:
+        fresh.retries.append({"by": author, "at": now, "instructions": instructions[:4000]})
+        fresh.ci_fixes = 0
+        fresh.stop_reason = None
+        fresh.status = _STATUS[point]
+
+    updated = await svc.store.update(run.id, change)
+    assert updated is not None
+    await Budget(svc.redis, run.id, Limits()).renew()
+    if point == "steps":
+        for record in steps.values():
+            if record.state in (StepState.FAILED.value, StepState.RUNNING.value):
+                record.state = StepState.PENDING.value
+                record.error = None
+                await svc.store.save_step(run.id, record)
+    said = f": “{instructions[:300]}”" if instructions else ""
+    await svc.store.log(run.id, "retry", f"retry {number} by @{author}, from "
+                        f"{_DESCRIBE[point]}{said}", by=author, point=point)
+    await _clear_needs_human(svc, updated)
+
+    if point == "plan":
+        await svc.redis.enqueue_job(Job.PLAN_RUN, run.id, _job_id=f"plan:{run.id}:retry{number}")
+    elif point == "steps":
+        await svc.redis.enqueue_job(Job.SCHEDULE_RUN, run.id, f"retry{number}",
+                                    _job_id=f"schedule:{run.id}:retry{number}")
+    elif point == "finalize":
+        await svc.redis.enqueue_job(Job.FINALIZE_RUN, run.id,
+                                    _job_id=f"finalize:{run.id}:retry{number}")
+    elif point == "ci-fix":
+        assert updated.head_sha is not None
+        await svc.redis.enqueue_job(Job.FIX_CI, run.id, updated.head_sha,
+                                    _job_id=f"ci-fix:{run.id}:retry{number}")
+    else:
+        await verify.begin(svc, run.id)
+    await tracking.refresh(svc, updated)
+    await answer("rocket")
+    return f"retry {number} by {author}: {point}"
+
+
+async def _clear_needs_human(svc: Services, run: Run) -> None:
+    owner, name = run.repo.split("/", 1)
+    async with svc.github.installation(run.installation_id) as gh:
+        for number in {n for n in (run.issue_number, run.pr_number) if n is not None}:
+            try:
+                await gh.rest.issues.async_remove_label(owner, name, number, NEEDS_HUMAN_LABEL)
+            except RequestFailed as exc:
+                if exc.response.status_code != 404:
+                    raise

@@ -1,0 +1,471 @@
+"""After the pull request: the repository's CI decides.
+
+`begin` starts waiting on the run's head commit (one entry in `run.ci` per commit waited on).
+CI webhooks only say "look again": each one notes its time and queues an `evaluate_ci` job
+deferred by the settle window; a timer job fires after the no-CI timeout; the periodic
+reconcile queues one too, so a lost webhook only delays a run. `evaluate_ci` reads the
+commit's checks and statuses from the API (the authority, not the webhooks) and decides:
+
+- green (or no CI at all): mark the PR ready, ask the labeler for review, label `agent:done`;
+- red: `fix_ci` collects the evidence, re-runs an infrastructure or flaky failure once
+  without changing code, says so when the base branch fails the same way, plans a fix
+  within the CI-fix budget, or stops with a diagnosis for a human.
+
+Every decision for a run is taken under the run's lock, and only for the commit the run is
+waiting on; a job that finds the run has moved on does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from arq import Retry
+from githubkit.exception import RequestFailed
+
+from app import cistate, tracking
+from app.budget import Budget
+from app.ci import (
+    FAILED_CONCLUSIONS,
+    FailureKind,
+    Reading,
+    Timing,
+    Verdict,
+    classify,
+    failing_tests,
+    read_ci,
+)
+from app.constants import Job
+from app.events import Event
+from app.fixing import Failure, FixNotPlanned, as_plan_steps, plan_fix, renamed
+from app.git import Workspace
+from app.limits import Limits
+from app.logs import get_logger
+from app.plan import Plan
+from app.planning import load_config
+from app.pulls import upsert_pull_request
+from app.runs import Run, RunStatus
+from app.services import Services
+from app.stopping import NEEDS_HUMAN_LABEL, stop_run
+from app.workspace import clone_url
+
+log = get_logger(__name__)
+
+DONE_LABEL = "agent:done"
+LAST_EVENT_KEY = "conductor:ci:{run_id}:{sha}:last-event"
+LOCK_WAIT = 20.0
+MARK_READY = """
+mutation($id: ID!) {
+  markPullRequestReadyForReview(input: {pullRequestId: $id}) { pullRequest { isDraft } }
+}
+"""
+
+
+# -- waiting -----------------------------------------------------------------------------------
+
+async def begin(svc: Services, run_id: str) -> None:
+    """Wait for CI on the run's head (a new entry in `run.ci` unless one is open for it)."""
+    now = time.time()
+
+    def change(run: Run) -> None:
+        run.status = RunStatus.VERIFYING
+        last = run.ci[-1] if run.ci else None
+        if last is None or last["sha"] != run.head_sha or last.get("finished_at"):
+            run.ci.append({"sha": run.head_sha, "started_at": now})
+
+    run = await svc.store.update(run_id, change)
+    if run is None or run.head_sha is None:
+        return
+    await svc.store.log(run.id, "ci", f"waiting for CI on {run.head_sha[:7]} "
+                        f"(CI attempt {len(run.ci)})", sha=run.head_sha)
+    settings = svc.settings
+    await evaluate_soon(svc, run.id, run.head_sha, "begin", settings.conductor_ci_settle_seconds)
+    await evaluate_soon(svc, run.id, run.head_sha, "no-ci",
+                        settings.conductor_no_ci_timeout + 0.5)
+    await tracking.soon(svc, run.id)
+
+
+async def evaluate_soon(svc: Services, run_id: str, sha: str, tag: str,
+                        defer: float) -> None:
+    await svc.redis.enqueue_job(Job.EVALUATE_CI, run_id, sha,
+                                _job_id=f"ci:{run_id}:{sha[:12]}:{tag}", _defer_by=defer)
+
+
+async def ci_event(ctx: dict[str, Any], event: Event) -> str:
+    """A check suite, check run, workflow run or status for some commit: if it is the commit
+    a run waits on, note the time and look again once the settle window has passed."""
+    svc: Services = ctx["services"]
+    repo = event.repo_full_name
+    sha = commit_of(event.name, event.payload)
+    if repo is None or sha is None:
+        return "ignored: no commit in the event"
+    run_id = await svc.store.run_for_commit(repo, sha)
+    run = await svc.store.get(run_id) if run_id else None
+    if run is None:
+        return f"ignored: {sha[:7]} is no run's head"
+    if run.head_sha != sha or run.status is not RunStatus.VERIFYING:
+        return f"ignored: run {run.id} is {run.status.value} on {str(run.head_sha)[:7]}"
+    await svc.redis.set(LAST_EVENT_KEY.format(run_id=run.id, sha=sha), repr(time.time()),
+                        ex=7 * 24 * 3600)
+    await evaluate_soon(svc, run.id, sha, f"event-{event.delivery_id}",
+                        svc.settings.conductor_ci_settle_seconds)
+    return f"CI result for run {run.id} noted"
+
+
+def commit_of(event: str, payload: dict[str, Any]) -> str | None:
+    """The commit a CI webhook is about."""
+    holder = payload if event == "status" else payload.get(event) or {}
+    sha = holder.get("sha" if event == "status" else "head_sha")
+    return sha if isinstance(sha, str) and len(sha) == 40 else None
+
+
+# -- deciding ----------------------------------------------------------------------------------
+
+async def evaluate_ci(ctx: dict[str, Any], run_id: str, sha: str) -> str:
+    svc: Services = ctx["services"]
+    token = await _lock(svc, run_id)
+    try:
+        return await _evaluate(svc, run_id, sha)
+    finally:
+        await svc.store.unlock_run(run_id, token)
+
+
+async def _lock(svc: Services, run_id: str) -> str:
+    deadline = time.monotonic() + LOCK_WAIT
+    while (token := await svc.store.lock_run(run_id)) is None:
+        if time.monotonic() > deadline:
+            raise Retry(defer=1)
+        await asyncio.sleep(0.05)
+    return token
+
+
+def _open_attempt(run: Run, sha: str) -> dict[str, Any] | None:
+    last = run.ci[-1] if run.ci else None
+    return last if last and last["sha"] == sha and not last.get("finished_at") else None
+
+
+async def _evaluate(svc: Services, run_id: str, sha: str) -> str:
+    run = await svc.store.get(run_id)
+    if run is None or run.status is not RunStatus.VERIFYING or run.head_sha != sha:
+        return "stale: the run is not waiting on this commit"
+    attempt = _open_attempt(run, sha)
+    if attempt is None:
+        return "already decided"
+    owner, name = run.repo.split("/", 1)
+    async with svc.github.installation(run.installation_id) as gh:
+        snapshot = await cistate.snapshot(gh, owner, name, sha)
+        required = await cistate.required_checks(gh, owner, name, run.default_branch)
+    last = await svc.redis.get(LAST_EVENT_KEY.format(run_id=run.id, sha=sha))
+    settings = svc.settings
+    now = time.time()
+    timing = Timing(now=now, started=attempt["started_at"],
+                    last_event=float(last) if last else None,
+                    settle=settings.conductor_ci_settle_seconds,
+                    no_ci_timeout=settings.conductor_no_ci_timeout)
+    reading = read_ci(snapshot, timing, own_app_id=settings.github_app_id, required=required)
+    if reading.verdict is Verdict.PENDING:
+        if now - attempt["started_at"] < settings.conductor_ci_timeout:
+            return f"pending: {reading.describe()}"
+        reading = Reading(Verdict.MISSING, [], reading.waiting, reading.passed)
+    run = await _record(svc, run.id, sha, reading)
+    await svc.store.log(run.id, "ci", f"CI attempt {len(run.ci)} on {sha[:7]}: "
+                        f"{reading.describe()}", sha=sha, verdict=reading.verdict.value)
+    if reading.verdict in (Verdict.GREEN, Verdict.NO_CI):
+        await _succeed(svc, run, reading)
+        return f"CI {reading.verdict.value}: ready for review"
+    if reading.verdict is Verdict.MISSING:
+        waited = int(now - attempt["started_at"])
+        await needs_human(svc, run, f"CI on `{sha[:7]}` did not finish: "
+                          f"{reading.describe()} (waited {waited} s)")
+        return "CI incomplete: needs a human"
+    await svc.store.set_fields(run.id, status=RunStatus.FIXING)
+    await svc.redis.enqueue_job(Job.FIX_CI, run.id, sha,
+                                _job_id=f"ci-fix:{run.id}:{sha[:12]}:{len(run.ci)}")
+    await tracking.soon(svc, run.id)
+    return f"CI red: {reading.describe()}"
+
+
+async def _record(svc: Services, run_id: str, sha: str, reading: Reading,
+                  **extra: Any) -> Run:
+    now = time.time()
+
+    def change(run: Run) -> None:
+        attempt = _open_attempt(run, sha)
+        if attempt is not None:
+            attempt.update(finished_at=now, verdict=reading.verdict.value,
+                           detail=reading.describe(), failing=reading.failing, **extra)
+
+    run = await svc.store.update(run_id, change)
+    assert run is not None
+    return run
+
+
+async def _succeed(svc: Services, run: Run, reading: Reading) -> None:
+    owner, name = run.repo.split("/", 1)
+    assert run.pr_number is not None
+    notes: list[str] = []
+    async with svc.github.installation(run.installation_id) as gh:
+        pull = (await gh.rest.pulls.async_get(owner, name, run.pr_number)).parsed_data
+        if pull.draft:
+            await gh.async_graphql(MARK_READY, {"id": pull.node_id})
+        try:
+            await gh.rest.pulls.async_request_reviewers(owner, name, run.pr_number,
+                                                        reviewers=[run.triggered_by])
+            notes.append(f"review requested from @{run.triggered_by}")
+        except RequestFailed as exc:
+            if exc.response.status_code != 422:
+                raise
+            notes.append(f"could not request review from @{run.triggered_by} (GitHub: "
+                         f"{_message(exc)})")
+        for number in {run.issue_number, run.pr_number}:
+            await gh.rest.issues.async_add_labels(owner, name, number, labels=[DONE_LABEL])
+            await _remove_label(gh, owner, name, number, NEEDS_HUMAN_LABEL)
+    await svc.store.log(run.id, "pr", f"pull request #{run.pr_number} is ready for review; "
+                        + "; ".join(notes))
+    if reading.verdict is Verdict.NO_CI:
+        why = (f"no CI reported within {int(svc.settings.conductor_no_ci_timeout)} s, so "
+               "nothing verified this change")
+    else:
+        why = "CI passed" + (f" ({', '.join(reading.passed[:6])})" if reading.passed else "")
+    fresh = await svc.store.get(run.id) or run
+    await stop_run(svc, fresh, RunStatus.DONE,
+                   f"pull request #{run.pr_number} is ready for review: {why}")
+    await upsert_pull_request(svc, await svc.store.get(run.id) or fresh)
+
+
+async def _remove_label(gh: Any, owner: str, name: str, number: int, label: str) -> None:
+    try:
+        await gh.rest.issues.async_remove_label(owner, name, number, label)
+    except RequestFailed as exc:
+        if exc.response.status_code != 404:
+            raise
+
+
+def _message(exc: RequestFailed) -> str:
+    try:
+        return str(exc.response.json().get("message", exc.response.status_code))[:200]
+    except ValueError:
+        return str(exc.response.status_code)
+
+
+async def needs_human(svc: Services, run: Run, diagnosis: str) -> None:
+    """Stop, label the issue and the PR, and explain on the PR what went wrong."""
+    owner, name = run.repo.split("/", 1)
+    fresh = await svc.store.set_fields(run.id, diagnosis=diagnosis) or run
+    if run.pr_number is not None:
+        async with svc.github.installation(run.installation_id) as gh:
+            await gh.rest.issues.async_add_labels(owner, name, run.pr_number,
+                                                  labels=[NEEDS_HUMAN_LABEL])
+            await gh.rest.issues.async_create_comment(
+                owner, name, run.pr_number,
+                body=f"@{run.triggered_by} Conductor stopped run `{run.id}` and needs a "
+                     f"human.\n\n{diagnosis}\n\nPush a fix to this branch, or comment "
+                     "`/agent retry [instructions]` to let Conductor try again with a fresh "
+                     "CI-fix budget.")
+    headline = diagnosis.split("\n", 1)[0].removeprefix("**What failed:** ")
+    await stop_run(svc, fresh, RunStatus.NEEDS_HUMAN, headline[:300],
+                   notify=run.pr_number is None)
+    latest = await svc.store.get(run.id)
+    if latest is not None and latest.pr_number is not None:
+        await upsert_pull_request(svc, latest)
+
+
+# -- fixing ------------------------------------------------------------------------------------
+
+async def fix_ci(ctx: dict[str, Any], run_id: str, sha: str) -> str:
+    svc: Services = ctx["services"]
+    run = await svc.store.get(run_id)
+    if run is None or run.status is not RunStatus.FIXING or run.head_sha != sha:
+        return "stale: the run is not fixing this commit"
+    own = svc.settings.github_app_id
+    owner, name = run.repo.split("/", 1)
+    async with svc.github.installation(run.installation_id) as gh:
+        snapshot = await cistate.snapshot(gh, owner, name, sha)
+        failing = [r for r in snapshot.runs
+                   if r.app_id != own and r.conclusion in FAILED_CONCLUSIONS]
+        evidence = await cistate.evidence(gh, owner, name, sha, failing)
+        for status in snapshot.statuses:
+            if status.state in ("failure", "error"):
+                evidence.add(f"status `{status.context}` ({status.state})",
+                             f"{status.description}\n{status.target_url or ''}")
+        names = [r.name for r in failing] + [s.context for s in snapshot.statuses
+                                             if s.state in ("failure", "error")]
+        kind = classify(evidence.text, evidence.conclusions)
+        tests = failing_tests(evidence.text)
+        # One re-run per commit, counted afresh after `/agent retry`.
+        since = max((r["at"] for r in run.retries), default=0.0)
+        rerun_before = any(a["sha"] == sha and a.get("rerun") and a["started_at"] >= since
+                           for a in run.ci)
+        if kind is FailureKind.INFRA and evidence.rerunnable and not rerun_before:
+            await cistate.rerun_failed_jobs(gh, owner, name, evidence.rerunnable)
+            return await _after_rerun(svc, run, sha, names)
+        on_base = (await cistate.failing_on(gh, owner, name, run.base_sha, names, own)
+                   if run.base_sha else [])
+    what = _what_failed(sha, names, kind, tests)
+    await _note_attempt(svc, run.id, sha, kind=kind.value, tests=tests[:20])
+    if kind is FailureKind.INFRA:
+        why = ("it failed again after a re-run, and its output shows no failing test, lint "
+               "or build error" if rerun_before else
+               "its output shows no failing test, lint or build error, and it cannot be "
+               "re-run from here")
+        await _give_up(svc, run, what, f"This looks like an infrastructure problem or "
+                       f"a flaky check: {why}.", evidence.text)
+        return "infrastructure failure: needs a human"
+    if on_base:
+        await _give_up(svc, run, what,
+                       f"{', '.join(f'`{n}`' for n in on_base)} also fails on "
+                       f"`{run.default_branch}` (`{str(run.base_sha)[:7]}`), so the failure "
+                       "is not caused by this pull request and Conductor will not try to fix "
+                       "it here.", evidence.text)
+        return "also red on the base branch: needs a human"
+    limits = await _limits(svc, run)
+    if run.ci_fixes >= limits.max_ci_fix_attempts:
+        await _give_up(svc, run, what, None, evidence.text)
+        return "CI-fix budget used: needs a human"
+
+    failure = Failure(sha=sha, kind=kind.value, tests=tests, evidence=evidence.text,
+                      previous=_previous(run))
+    diagnosis = _diagnosis(run, what, None, evidence.text)
+    try:
+        fix = await plan_fix(svc, run, failure, limits, Budget(svc.redis, run.id, limits))
+    except FixNotPlanned as exc:
+        await _give_up(svc, run, what, f"Conductor could not plan a fix: {exc}",
+                       evidence.text)
+        return "no fix planned: needs a human"
+    return await _start_fix(svc, run.id, sha, fix, diagnosis)
+
+
+async def _note_attempt(svc: Services, run_id: str, sha: str, **fields: Any) -> None:
+    def change(run: Run) -> None:
+        if run.ci and run.ci[-1]["sha"] == sha:
+            run.ci[-1].update(fields)
+
+    await svc.store.update(run_id, change)
+
+
+async def _after_rerun(svc: Services, run: Run, sha: str, names: list[str]) -> str:
+    now = time.time()
+
+    def change(fresh: Run) -> None:
+        if fresh.ci and fresh.ci[-1]["sha"] == sha:
+            fresh.ci[-1].update(rerun=True, action="re-ran the failed jobs without changing "
+                                "code (infrastructure or flaky)")
+        fresh.ci.append({"sha": sha, "started_at": now, "after_rerun": True})
+        fresh.status = RunStatus.VERIFYING
+
+    await svc.store.update(run.id, change)
+    await svc.store.log(run.id, "ci", f"{', '.join(names)} failed with no test, lint or build "
+                        "error in the output: re-running the failed jobs once before changing "
+                        "any code", sha=sha)
+    settings = svc.settings
+    await evaluate_soon(svc, run.id, sha, f"rerun-{int(now)}",
+                        settings.conductor_ci_settle_seconds)
+    await evaluate_soon(svc, run.id, sha, f"rerun-{int(now)}-timeout",
+                        settings.conductor_no_ci_timeout + 0.5)
+    await tracking.soon(svc, run.id)
+    return "re-ran the failed jobs"
+
+
+async def _start_fix(svc: Services, run_id: str, sha: str, fix: Plan, diagnosis: str) -> str:
+    started: list[str] = []
+
+    def change(run: Run) -> None:
+        plan = dict(run.plan or {})
+        taken = {s["id"] for s in plan.get("steps", [])}
+        run.fix_round += 1
+        run.ci_fixes += 1
+        steps = renamed(fix, run.fix_round, taken)
+        plan["steps"] = [*plan.get("steps", []), *as_plan_steps(steps)]
+        run.plan = plan
+        run.fix_steps = [*run.fix_steps, *(s.id for s in steps)]
+        run.diagnosis = diagnosis
+        run.status = RunStatus.RUNNING
+        if run.ci and run.ci[-1]["sha"] == sha:
+            run.ci[-1].update(action=f"fix {run.fix_round}: {fix.summary}"[:300],
+                              fix={"round": run.fix_round, "summary": fix.summary,
+                                   "rationale": fix.rationale,
+                                   "steps": [s.id for s in steps]})
+        started[:] = [s.id for s in steps]
+
+    run = await svc.store.update(run_id, change)
+    assert run is not None
+    await svc.store.init_steps(run.id, started)
+    await svc.store.log(run.id, "plan", f"CI fix {run.ci_fixes} planned: "
+                        f"{', '.join(started)}", steps=started)
+    await svc.redis.enqueue_job(Job.SCHEDULE_RUN, run.id, f"fix{run.fix_round}",
+                                _job_id=f"schedule:{run.id}:fix{run.fix_round}")
+    await tracking.refresh(svc, run)
+    return f"CI fix {run.ci_fixes} planned: {', '.join(started)}"
+
+
+async def _limits(svc: Services, run: Run) -> Limits:
+    workspace = Workspace.for_repo(svc.data_dir, run.repo, clone_url(svc, run.repo))
+    if run.base_sha is None or not (workspace.clone / ".git").exists():
+        return Limits()
+    config = await load_config(svc, run, workspace, run.base_sha, record_errors=False)
+    return config.limits()
+
+
+def _what_failed(sha: str, names: list[str], kind: FailureKind, tests: list[str]) -> str:
+    checks = ", ".join(f"`{n}`" for n in names) or "CI"
+    text = f"{checks} failed on `{sha[:7]}` ({kind.value})."
+    if tests:
+        text += " Failing tests: " + ", ".join(f"`{t}`" for t in tests[:10]) + "."
+    return text
+
+
+def _previous(run: Run) -> list[str]:
+    lines = []
+    for number, attempt in enumerate(run.ci, 1):
+        if attempt.get("verdict") != "red":
+            continue
+        line = f"CI attempt {number} on `{attempt['sha'][:7]}` failed: {attempt.get('detail')}"
+        fix = attempt.get("fix")
+        if fix:
+            line += f". Fix {fix['round']} tried: {fix['summary']} (believed cause: " \
+                    f"{fix['rationale']})"
+        elif attempt.get("rerun"):
+            line += ". The failed jobs were re-run"
+        lines.append(line[:1000])
+    return lines
+
+
+def _diagnosis(run: Run, what: str, belief: str | None, evidence: str) -> str:
+    tried = _previous(run)[:-1] if run.ci else []
+    fixes = [a["fix"] for a in run.ci if a.get("fix")]
+    if belief is None:
+        belief = (f"The last fix assumed: {fixes[-1]['rationale']}. CI still fails, so that "
+                  "was wrong or incomplete; the output below shows what fails now."
+                  if fixes else "See the CI output below.")
+    parts = [f"**What failed:** {what}",
+             "**What was tried:** " + ("; ".join(tried) if tried else "nothing yet."),
+             f"**What Conductor believes is wrong:** {belief}"]
+    fence = "````" if "```" in evidence else "```"
+    parts.append(f"<details><summary>CI output</summary>\n\n{fence}text\n"
+                 f"{evidence[:12_000]}\n{fence}\n\n</details>")
+    return "\n\n".join(parts)
+
+
+async def _give_up(svc: Services, run: Run, what: str, belief: str | None,
+                   evidence: str) -> None:
+    diagnosis = _diagnosis(run, what, belief, evidence)
+    await needs_human(svc, run, diagnosis)
+
+
+# -- people's pushes ---------------------------------------------------------------------------
+
+async def pushed_by_person(svc: Services, run: Run, sha: str, who: str) -> str:
+    """Someone pushed to the run's branch (`pull_request.synchronize` not sent by the bot)."""
+    await svc.store.map_commit(run.repo, sha, run.id)
+    if run.head_sha == sha:
+        return "already known"
+    await svc.store.set_fields(run.id, head_sha=sha)
+    await svc.store.log(run.id, "push", f"@{who} pushed {sha[:7]} to {run.branch}; Conductor "
+                        "builds on it and never overwrites it", sha=sha, by=who)
+    if run.status is RunStatus.VERIFYING:
+        await begin(svc, run.id)
+        return f"waiting for CI on {sha[:7]}"
+    await tracking.soon(svc, run.id)
+    return f"noted {sha[:7]}"
+
