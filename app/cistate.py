@@ -140,9 +140,17 @@ async def _annotations(gh: Any, owner: str, name: str, check_run_id: int) -> lis
             for a in found[:MAX_ANNOTATIONS]]
 
 
-async def rerun_failed_jobs(gh: Any, owner: str, name: str, run_ids: list[int]) -> None:
+async def rerun_failed_jobs(gh: Any, owner: str, name: str, run_ids: list[int]) -> bool:
+    """Re-run the failed jobs of these workflow runs; False when the installation may not
+    (GitHub wants `actions: write`)."""
     for run_id in run_ids:
-        await gh.rest.actions.async_re_run_workflow_failed_jobs(owner, name, run_id)
+        try:
+            await gh.rest.actions.async_re_run_workflow_failed_jobs(owner, name, run_id)
+        except RequestFailed as exc:
+            if exc.response.status_code == 403:
+                return False
+            raise
+    return True
 
 
 async def failing_on(gh: Any, owner: str, name: str, sha: str, names: list[str],

@@ -48,6 +48,8 @@ async def handle_pull_request(ctx: dict[str, Any], event: Event) -> str:
         sha = payload.get("after") or (pull.get("head") or {}).get("sha")
         if not isinstance(sha, str):
             return "ignored: no head commit"
+        if await svc.store.run_for_commit(run.repo, sha) == run.id:
+            return "ignored: a commit the run already knows"  # its own push, or a repeat
         return await verify.pushed_by_person(svc, run, sha, who)
     if event.action == "closed":
         return await closed(svc, run, pull, who)

@@ -194,7 +194,8 @@ def _context(run: Run, steps: dict[str, StepRecord], timeline: list[dict[str, An
         "ci": _ci_rows(run),
         "no_ci": bool(run.ci) and run.ci[-1].get("verdict") == "no_ci",
         "diagnosis": neutralise(run.diagnosis),
-        "instructions": [cell(text, 500) for text in run.instructions],
+        "instructions": [{"by": cell(r.get("by"), 40), "text": cell(r["instructions"], 500)}
+                         for r in run.retries if r.get("instructions")],
         "current": next((r for r in rows if r["state"] == "running"), None),
         "tracking_marker": TRACKING_MARKER.format(run_id=run.id),
         "pr_marker": PR_MARKER.format(run_id=run.id),

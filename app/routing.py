@@ -52,15 +52,15 @@ def _get(payload: Any, *keys: str) -> Any:
 
 
 def is_own_event(payload: dict[str, Any], me: Identity) -> bool:
+    """Whether this App caused the event: its bot sent it, or it is a comment the App wrote.
+    (An issue or pull request the App opened says so too, but events on it, such as a
+    person's comment on the bot's pull request, are not the App's.)"""
     sender_login = _get(payload, "sender", "login")
     if me.bot_login and sender_login == me.bot_login:
         return True
     if me.app_id is None:
         return False
-    for key in ("comment", "issue", "pull_request"):
-        if _get(payload, key, "performed_via_github_app", "id") == me.app_id:
-            return True
-    return False
+    return bool(_get(payload, "comment", "performed_via_github_app", "id") == me.app_id)
 
 
 # CI results of the bot's own pushes carry the bot as sender; they are filtered by the app

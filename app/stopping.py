@@ -24,10 +24,8 @@ async def stop_run(svc: Services, run: Run, status: RunStatus, reason: str, *,
                    notify: bool = True) -> None:
     if not run.status.active:
         return
-    run.status = status
-    run.stop_reason = reason
-    await svc.store.save(run)
-    await svc.store.log(run.id, "stop", f"{status.value}: {reason}")
+    # GitHub first, the status last: a job that fails in between runs again and finds the
+    # run still active, so a label or the comment is never lost.
     owner, name = run.repo.split("/", 1)
     async with svc.github.installation(run.installation_id) as gh:
         if status is RunStatus.NEEDS_HUMAN:
@@ -45,6 +43,14 @@ async def stop_run(svc: Services, run: Run, status: RunStatus, reason: str, *,
                 body=f"@{run.triggered_by} Conductor {verb} run `{run.id}`: "
                      f"{neutralise(reason)}{advice}",
             )
+
+    def stopped(fresh: Run) -> None:
+        fresh.status = status
+        fresh.stop_reason = reason
+
+    run.status, run.stop_reason = status, reason
+    await svc.store.update(run.id, stopped)
+    await svc.store.log(run.id, "stop", f"{status.value}: {reason}")
     await tracking.refresh(svc, run)
     await svc.store.release_issue(run.repo, run.issue_number, run.id)
     log.info("run stopped", run=run.id, status=status.value, reason=reason)

@@ -18,6 +18,7 @@ waiting on; a job that finds the run has moved on does nothing.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any
 
@@ -25,7 +26,7 @@ from arq import Retry
 from githubkit.exception import RequestFailed
 
 from app import cistate, tracking
-from app.budget import Budget
+from app.budget import Budget, BudgetExceeded
 from app.ci import (
     FAILED_CONCLUSIONS,
     FailureKind,
@@ -45,6 +46,7 @@ from app.logs import get_logger
 from app.plan import Plan
 from app.planning import load_config
 from app.pulls import upsert_pull_request
+from app.report import neutralise
 from app.runs import Run, RunStatus
 from app.services import Services
 from app.stopping import NEEDS_HUMAN_LABEL, stop_run
@@ -297,18 +299,25 @@ async def fix_ci(ctx: dict[str, Any], run_id: str, sha: str) -> str:
         since = max((r["at"] for r in run.retries), default=0.0)
         rerun_before = any(a["sha"] == sha and a.get("rerun") and a["started_at"] >= since
                            for a in run.ci)
+        rerun_denied = False
         if kind is FailureKind.INFRA and evidence.rerunnable and not rerun_before:
-            await cistate.rerun_failed_jobs(gh, owner, name, evidence.rerunnable)
-            return await _after_rerun(svc, run, sha, names)
+            if await cistate.rerun_failed_jobs(gh, owner, name, evidence.rerunnable):
+                return await _after_rerun(svc, run, sha, names)
+            rerun_denied = True
         on_base = (await cistate.failing_on(gh, owner, name, run.base_sha, names, own)
                    if run.base_sha else [])
     what = _what_failed(sha, names, kind, tests)
     await _note_attempt(svc, run.id, sha, kind=kind.value, tests=tests[:20])
     if kind is FailureKind.INFRA:
-        why = ("it failed again after a re-run, and its output shows no failing test, lint "
-               "or build error" if rerun_before else
-               "its output shows no failing test, lint or build error, and it cannot be "
-               "re-run from here")
+        if rerun_before:
+            why = ("it failed again after a re-run, and its output shows no failing test, "
+                   "lint or build error")
+        elif rerun_denied:
+            why = ("its output shows no failing test, lint or build error, and GitHub refused "
+                   "to re-run it: the App needs the `actions: write` permission for that")
+        else:
+            why = ("its output shows no failing test, lint or build error, and it is not a "
+                   "GitHub Actions run Conductor could re-run")
         await _give_up(svc, run, what, f"This looks like an infrastructure problem or "
                        f"a flaky check: {why}.", evidence.text)
         return "infrastructure failure: needs a human"
@@ -329,7 +338,7 @@ async def fix_ci(ctx: dict[str, Any], run_id: str, sha: str) -> str:
     diagnosis = _diagnosis(run, what, None, evidence.text)
     try:
         fix = await plan_fix(svc, run, failure, limits, Budget(svc.redis, run.id, limits))
-    except FixNotPlanned as exc:
+    except (FixNotPlanned, BudgetExceeded) as exc:
         await _give_up(svc, run, what, f"Conductor could not plan a fix: {exc}",
                        evidence.text)
         return "no fix planned: needs a human"
@@ -435,13 +444,15 @@ def _diagnosis(run: Run, what: str, belief: str | None, evidence: str) -> str:
     tried = _previous(run)[:-1] if run.ci else []
     fixes = [a["fix"] for a in run.ci if a.get("fix")]
     if belief is None:
-        belief = (f"The last fix assumed: {fixes[-1]['rationale']}. CI still fails, so that "
-                  "was wrong or incomplete; the output below shows what fails now."
+        belief = (f"The last fix assumed: {fixes[-1]['rationale'].rstrip('.')}. CI still "
+                  "fails, so that was wrong or incomplete; the output below shows what fails now."
                   if fixes else "See the CI output below.")
-    parts = [f"**What failed:** {what}",
-             "**What was tried:** " + ("; ".join(tried) if tried else "nothing yet."),
-             f"**What Conductor believes is wrong:** {belief}"]
-    fence = "````" if "```" in evidence else "```"
+    # Check names, commit messages and model text are not ours: no pings, no closing keywords.
+    parts = [f"**What failed:** {neutralise(what)}",
+             "**What was tried:** " + (neutralise("; ".join(tried)) if tried else "nothing yet."),
+             f"**What Conductor believes is wrong:** {neutralise(belief)}"]
+    longest = max((len(m) for m in re.findall(r"`+", evidence)), default=0)
+    fence = "`" * max(3, longest + 1)  # CI output cannot close the code block
     parts.append(f"<details><summary>CI output</summary>\n\n{fence}text\n"
                  f"{evidence[:12_000]}\n{fence}\n\n</details>")
     return "\n\n".join(parts)

@@ -84,7 +84,7 @@ async def human_commits(workspace: Workspace, base: str, head: str,
                     cwd=workspace.clone)
     found: list[HumanCommit] = []
     for record in out.split("\x1e"):
-        parts = record.strip().split("\x1f")
+        parts = record.strip("\n").split("\x1f")  # not strip(): \x1f counts as space
         if len(parts) < 5 or "Conductor-Run:" in parts[4]:
             continue
         files = await git("diff-tree", "--no-commit-id", "--name-only", "-r", parts[0],

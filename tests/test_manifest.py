@@ -14,7 +14,7 @@ PERMISSIONS = {
     "issues": "write",
     "pull_requests": "write",
     "checks": "write",
-    "actions": "read",
+    "actions": "write",  # re-running failed jobs needs write
     "statuses": "read",
     "metadata": "read",
 }
@@ -78,7 +78,7 @@ def test_every_permission_is_explained_in_a_comment() -> None:
         assert lines[index - 1].strip().startswith("#"), f"{name} has no comment above it"
     text = MANIFEST_PATH.read_text()
     assert re.search(r"#.*`workflows`.*not requested", text)
-    assert re.search(r"#.*[Rr]e-running failed jobs.*\n.*`write`", text)
+    assert re.search(r"#.*re-run the failed jobs.*\n.*\n.*re-run endpoint needs `write`", text)
     assert re.search(r"#.*`installation`", text)
 
 

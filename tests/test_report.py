@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.report import UsageRow, gantt, neutralise, pr_body, tracking_comment
+from app.report import UsageRow, check_summary, gantt, neutralise, pr_body, tracking_comment
 from app.runs import Run, RunStatus, StepRecord
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -104,3 +104,34 @@ def test_gantt_windows_follow_the_steps() -> None:
 )
 def test_neutralise(text: str, expected: str) -> None:
     assert neutralise(text) == expected
+
+
+def with_ci(run: Run) -> Run:
+    run.ci = [
+        {"sha": "1" * 40, "started_at": T0 + 61, "finished_at": T0 + 90, "verdict": "red",
+         "detail": "failed: test", "action": "fix 1: make /health return the version"},
+        {"sha": "2" * 40, "started_at": T0 + 120, "finished_at": T0 + 150, "verdict": "green",
+         "detail": "passed: test, lint"},
+    ]
+    run.retries = [{"by": "alice", "at": T0 + 100, "instructions": "use @carol's helper"}]
+    run.head_sha = "2" * 40
+    return run
+
+
+def test_pr_body_shows_each_ci_attempt_and_retry_instructions() -> None:
+    run, steps, timeline, usage = sample()
+    body = pr_body(with_ci(run), steps, timeline, usage, now=T0 + 200)  # type: ignore[arg-type]
+    assert "| 1 | `1111111` | ❌ failed |" in body and "| 2 | `2222222` | ✅ passed |" in body
+    assert "section CI" in body and ":crit, ci_1," in body and ":done, ci_2," in body
+    assert "use @\u200bcarol's helper" in body  # people's text never pings anyone
+    check_snapshot("pr_body_ci.md", body)
+
+
+def test_the_check_run_summary_says_what_the_run_is_doing() -> None:
+    run, steps, timeline, usage = sample()
+    run = with_ci(run)
+    steps["docs"].state = "running"
+    summary = check_summary(run, steps, timeline, usage, now=T0 + 200)  # type: ignore[arg-type]
+    assert "Working on **docs** Document /health" in summary
+    assert "| 2 | `2222222` | ✅ passed |" in summary
+    assert "Cost so far $0.32" in summary

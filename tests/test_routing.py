@@ -70,6 +70,16 @@ def test_edited_comments_do_not_run_commands() -> None:
     )
 
 
+def test_a_persons_comment_on_the_bots_pull_request_is_not_the_bots() -> None:
+    payload = comment("/agent retry")
+    # The pull request was opened by the App; the comment was not.
+    payload["issue"]["performed_via_github_app"] = {"id": 4242, "slug": "conductor"}
+    payload["issue"]["pull_request"] = {"url": "https://api.github.com/repos/o/r/pulls/2"}
+    assert route("issue_comment", payload, ME).kind == "command"
+    payload["comment"]["performed_via_github_app"] = {"id": 4242, "slug": "conductor"}
+    assert route("issue_comment", payload, ME).ignored == "sent by this app"
+
+
 def test_own_events_are_ignored_but_the_retry_button_is_not() -> None:
     payload = comment("/agent retry")
     payload["sender"]["login"] = "conductor[bot]"

@@ -24,7 +24,7 @@ from tests.e2e.support import (
     writes,
 )
 from tests.emulators.anthropic_api import Match, Rule, use_tool
-from tests.emulators.harness import REPO, Stack
+from tests.emulators.harness import PROJECT_FILES, REPO, Stack
 
 FAST_CI = {"CONDUCTOR_CI_SETTLE_SECONDS": "1", "CONDUCTOR_NO_CI_TIMEOUT": "4",
            "CONDUCTOR_RECONCILE_SECONDS": "2"}
@@ -125,8 +125,10 @@ def test_a_red_ci_is_fixed_from_the_job_log_and_the_pr_becomes_ready(tmp_path: P
         assert "section CI" in body  # both CI attempts in the Gantt chart
         assert "fix1-sub" in body
 
-        [check] = [c for c in conductor_checks(stack) if c.head_sha == run["head_sha"]]
-        assert (check.status, check.conclusion) == ("completed", "success")
+        check = stack.wait_for(lambda: next(
+            (c for c in conductor_checks(stack) if c.head_sha == run["head_sha"]
+             and c.conclusion == "success"), None), 10, "the check run to succeed")
+        assert check.status == "completed"
         superseded = [c for c in conductor_checks(stack) if c.head_sha != run["head_sha"]]
         assert all(c.status == "completed" and c.conclusion == "neutral" for c in superseded)
 
@@ -138,3 +140,167 @@ def test_a_red_ci_is_fixed_from_the_job_log_and_the_pr_becomes_ready(tmp_path: P
         assert any("CI attempt 1" in k and "failed" in k for k in kinds), kinds
         assert any("CI attempt 2" in k and "passed" in k for k in kinds), kinds
 
+        # Merged: the run's outcome is recorded for metrics.
+        stack.state.as_user("alice").merge_pull(REPO, pull.number)
+        outcome = stack.wait_for(lambda: (run_in(stack, "done") or {}).get("outcome"), 20,
+                                 "the outcome")
+        assert outcome["merged"] is True and outcome["by"] == "alice"
+        assert outcome["lead_time_s"] > 0 and outcome["human_commits_after_pr"] == 0
+        assert outcome["ci_attempts"] == 2 and outcome["ci_fixes"] == 1
+        [metric] = [json.loads(m) for m in stack.redis_client().lrange("conductor:metrics", 0, -1)]
+        assert metric["run"] == run["id"] and metric["merged"] is True
+
+
+
+def reactions_on(stack: Stack, comment_id: int) -> list[str]:
+    return [r.content for r in stack.state.reactions.values()
+            if r.subject == "comment" and r.subject_id == comment_id]
+
+
+def test_a_human_takes_over_then_retry_with_instructions_finishes(tmp_path: Path) -> None:
+    """Budget 1: red, fix 1 red → needs a human. A reader's retry is refused. The Retry
+    button tries again (fix 2, still red). A person pushes; `/agent retry` with instructions
+    builds on the push and goes green."""
+    files = {**PROJECT_FILES, ".github/conductor.yml": "limits:\n  max_ci_fix_attempts: 1\n"}
+    instructions = "use a dict instead of a list"
+    script = first_run(
+        use_tool("submit_plan", fix_plan("Third try."),
+                 match=Match(tool="submit_plan", user=instructions), rule_name="fix-3"),
+        use_tool("submit_plan", fix_plan(), match=Match(tool="submit_plan", user="failed CI"),
+                 rule_name="fix-plan"),
+        *edits("fix1-sub", "return a + b", "return a * b"),
+        *edits("fix2-sub", "return a * b", "return a // b"),
+        *edits("fix3-sub", "return a // b", "return a - b"),
+    )
+    with Stack(tmp_path, files=files, script=script, env=FAST_CI) as stack:
+        number = stack.label_issue("Add subtract", "We need subtract(a, b).")
+        run = stack.wait_for(lambda: run_in(stack, "done", "needs_human", "failed"), 90,
+                             "the run to need a human")
+        assert run["status"] == "needs_human", run.get("stop_reason")
+        assert [a["verdict"] for a in run["ci"]] == ["red", "red"]
+        [pull] = pull_requests(stack)
+        assert "agent:needs-human" in labels(stack, number)
+        assert "agent:needs-human" in labels(stack, pull.number)
+        [diagnosis] = [c.body for c in stack.comments(pull.number) if "needs a human" in c.body]
+        assert FAILING_TEST in diagnosis and "**What was tried:**" in diagnosis
+        assert "Make subtract subtract." in diagnosis  # fix 1, which did not work
+        check = stack.wait_for(lambda: next(
+            (c for c in conductor_checks(stack) if c.head_sha == run["head_sha"]
+             and c.conclusion == "failure"), None), 10, "the check run to fail")
+        assert check.status == "completed"
+        assert [a["identifier"] for a in check.actions] == ["retry"]
+
+        # A reader may not retry: one reply, and nothing runs.
+        calls = len(stack.model.message_requests())
+        refused = stack.state.as_user("rita").comment(REPO, pull.number, "/agent retry")
+        stack.wait_for(lambda: "confused" in reactions_on(stack, refused.id), 20,
+                       "the refusal")
+        assert any("only people with write" in c.body for c in stack.comments(pull.number))
+        assert len(stack.model.message_requests()) == calls
+        assert run_in(stack, "needs_human") is not None
+
+        # The Retry button acts like /agent retry: a fresh budget, fix 2 (still wrong).
+        stack.state.as_user("alice").press_check_run_action(check.id, "retry")
+        run = stack.wait_for(lambda: (r := run_in(stack, "needs_human", "done"))
+                             and len(r["ci"]) == 3 and r, 90, "the retried run to stop again")
+        assert [a["verdict"] for a in run["ci"]] == ["red", "red", "red"]
+        assert any("pressed **Retry**" in c.body for c in stack.comments(pull.number))
+        assert run["retries"][0]["by"] == "alice"
+
+        # A person pushes to the branch; the bot keeps it and builds on it.
+        human = stack.state.as_user("alice").push(
+            REPO, run["branch"], {"NOTES.md": "Why subtract exists.\n"}, "Explain subtract")
+        stack.wait_for(lambda: run_in(stack, "needs_human")["head_sha"] == human, 20,
+                       "the bot to see the push")
+        retry = stack.state.as_user("alice").comment(REPO, pull.number,
+                                                     f"/agent retry {instructions}")
+        run = stack.wait_for(lambda: run_in(stack, "done", "needs_human") if len(
+            (run_in(stack, "done", "needs_human") or {}).get("retries", [])) == 2 else None,
+            120, "the second retry to finish")
+        assert run["status"] == "done", run.get("stop_reason")
+        assert {"eyes", "rocket"} <= set(reactions_on(stack, retry.id))
+
+        [planning] = requests_text(stack, instructions)[:1]
+        assert "maintainer-note" in planning and "What failed" in planning
+        assert FAILING_TEST in planning, planning[:6000]
+        assert "Explain subtract" in planning, planning[:6000]
+        worker = [t for t in requests_text(stack, instructions) if "Step `fix3-sub`" in t]
+        assert worker, "the fix step's worker got the instructions too"
+
+        messages = branch_commits(stack, run["branch"])
+        subjects = [m.splitlines()[0] for m in messages]
+        assert "Explain subtract" in subjects
+        assert subjects.index("Explain subtract") < len(subjects) - 1  # the fix is on top
+        assert messages[-1].endswith("Conductor-Step: fix3-sub")
+        assert not pull_requests(stack)[0].draft
+        assert "agent:needs-human" not in labels(stack, number)
+
+
+def test_a_flaky_failure_is_rerun_without_changing_code(tmp_path: Path) -> None:
+    with Stack(tmp_path, script=[submits(SUBTRACT_PLAN), reviews_accept(),
+                                 *writes("impl", "widgets/ops.py", BUGGY.replace("+", "-")),
+                                 *writes("tests", "tests/test_ops.py", TEST)],
+               ci_mode="flaky", env=FAST_CI) as stack:
+        stack.label_issue("Add subtract", "We need subtract(a, b).")
+        run = stack.wait_for(lambda: run_in(stack, "done", "needs_human", "failed"), 90,
+                             "the run to end")
+        assert run["status"] == "done", run.get("stop_reason")
+        assert [a["verdict"] for a in run["ci"]] == ["red", "green"]
+        assert run["ci"][0]["sha"] == run["ci"][1]["sha"] == run["head_sha"]
+        assert run["ci"][0]["rerun"] is True
+        head_results = [r for r in stack.ci.results if r.head_sha == run["head_sha"]]
+        assert [(r.attempt, r.conclusion) for r in head_results] == [
+            (1, "failure"), (2, "success")]
+        assert not requests_text(stack, "failed CI")  # no fix was planned
+        assert len(branch_commits(stack, run["branch"])) == 2
+        messages = [e["message"] for e in timeline(stack, run["id"])]
+        assert any("re-running the failed jobs once" in m for m in messages)
+
+
+def test_a_repository_without_ci_gets_a_ready_pr_with_a_note(tmp_path: Path) -> None:
+    script = [submits(SUBTRACT_PLAN), reviews_accept(),
+              *writes("impl", "widgets/ops.py", BUGGY),
+              *writes("tests", "tests/test_ops.py", TEST)]
+    with Stack(tmp_path, script=script, ci_mode="none", env=FAST_CI) as stack:
+        number = stack.label_issue("Add subtract", "We need subtract(a, b).")
+        run = stack.wait_for(lambda: run_in(stack, "done", "needs_human", "failed"), 60,
+                             "the run to end")
+        assert run["status"] == "done", run.get("stop_reason")
+        assert "nothing verified this change" in run["stop_reason"]
+        assert [a["verdict"] for a in run["ci"]] == ["no_ci"]
+        waited = run["ci"][0]["finished_at"] - run["ci"][0]["started_at"]
+        assert waited >= 4  # the no-CI timeout
+        [pull] = pull_requests(stack)
+        assert not pull.draft and "agent:done" in labels(stack, number)
+        body = stack.wait_for(lambda: (b := issue_record(stack, pull.number).body)
+                              and "nothing verified" in b and b, 10, "the note in the PR")
+        assert "⚪ no CI reported" in body
+        check = stack.wait_for(lambda: next(
+            (c for c in conductor_checks(stack) if c.head_sha == run["head_sha"]
+             and c.conclusion == "neutral"), None), 10, "the check run to conclude")
+        assert check.status == "completed"
+        assert "nothing verified" in check.output["summary"]
+
+
+def test_lost_ci_webhooks_are_made_up_for_by_the_reconcile_job(tmp_path: Path) -> None:
+    script = [submits(SUBTRACT_PLAN), reviews_accept(),
+              *writes("impl", "widgets/ops.py", BUGGY.replace("+", "-")),
+              *writes("tests", "tests/test_ops.py", TEST)]
+    env = {**FAST_CI, "CONDUCTOR_NO_CI_TIMEOUT": "120"}
+    # CI takes a few seconds, so the evaluation the PR queues finds it still running.
+    with Stack(tmp_path, script=script, env=env,
+               ci_command="sleep 3 && python -m pytest -q") as stack:
+        for event in ("check_suite", "check_run", "workflow_run"):
+            stack.hooks.drop_next(event, "completed", count=None)
+        stack.label_issue("Add subtract", "We need subtract(a, b).")
+        run = stack.wait_for(lambda: run_in(stack, "done", "needs_human", "failed"), 90,
+                             "the run to end")
+        assert run["status"] == "done", run.get("stop_reason")
+        [attempt] = run["ci"]
+        assert attempt["verdict"] == "green"
+        assert attempt["finished_at"] - attempt["started_at"] < 60  # not the no-CI timer
+        dropped = [d for d in stack.hooks.deliveries("check_suite", "completed")
+                   if d.payload["check_suite"]["head_sha"] == run["head_sha"]]
+        assert dropped and all(d.status == "dropped" for d in dropped)
+        assert not [d for d in stack.hooks.deliveries("check_run", "completed")
+                    if d.status != "dropped"]
