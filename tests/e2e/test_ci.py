@@ -304,3 +304,42 @@ def test_lost_ci_webhooks_are_made_up_for_by_the_reconcile_job(tmp_path: Path) -
         assert dropped and all(d.status == "dropped" for d in dropped)
         assert not [d for d in stack.hooks.deliveries("check_run", "completed")
                     if d.status != "dropped"]
+
+
+def test_a_failure_that_is_also_red_on_the_base_branch_is_not_fixed(tmp_path: Path) -> None:
+    broken = {**PROJECT_FILES, "tests/test_core.py": (
+        "from widgets.core import add\n\n\ndef test_add() -> None:\n    assert add(2, 2) == 5\n")}
+    script = [submits(SUBTRACT_PLAN), reviews_accept(),
+              *writes("impl", "widgets/ops.py", BUGGY.replace("+", "-")),
+              *writes("tests", "tests/test_ops.py", TEST)]
+    with Stack(tmp_path, files=broken, script=script, env=FAST_CI) as stack:
+        # main's own CI is red before the run starts.
+        head = stack.state.as_user("alice").push(REPO, "main", {"CHANGES.md": "- x\n"}, "Log")
+        stack.wait_for(lambda: [r for r in stack.ci.results if r.head_sha == head], 60,
+                       "CI on main")
+        stack.label_issue("Add subtract", "We need subtract(a, b).")
+        run = stack.wait_for(lambda: run_in(stack, "done", "needs_human", "failed"), 90,
+                             "the run to stop")
+        assert run["status"] == "needs_human", run.get("stop_reason")
+        assert run["base_sha"] == head
+        assert not requests_text(stack, "failed CI")  # no fix was attempted
+        [pull] = pull_requests(stack)
+        [diagnosis] = [c.body for c in stack.comments(pull.number) if "needs a human" in c.body]
+        assert "also fails on `main`" in diagnosis and "not caused by this pull request" in (
+            diagnosis)
+
+
+def test_a_required_check_that_never_reports_is_handed_to_a_human(tmp_path: Path) -> None:
+    script = [submits(SUBTRACT_PLAN), reviews_accept(),
+              *writes("impl", "widgets/ops.py", BUGGY.replace("+", "-")),
+              *writes("tests", "tests/test_ops.py", TEST)]
+    with Stack(tmp_path, script=script, env=FAST_CI) as stack:
+        stack.state.protect_branch(REPO, "main", contexts=["test", "deploy/preview"])
+        stack.label_issue("Add subtract", "We need subtract(a, b).")
+        run = stack.wait_for(lambda: run_in(stack, "done", "needs_human", "failed"), 90,
+                             "the run to stop")
+        assert run["status"] == "needs_human", run.get("stop_reason")
+        [attempt] = run["ci"]
+        assert attempt["verdict"] == "missing"
+        assert "deploy/preview" in run["stop_reason"]
+        assert pull_requests(stack)[0].draft  # never marked ready
