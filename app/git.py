@@ -185,9 +185,13 @@ class Workspace:
         if path.exists():
             await git("worktree", "remove", "--force", str(path), cwd=self.clone, check=False)
             shutil.rmtree(path, ignore_errors=True)
-        await git("worktree", "prune", cwd=self.clone)
         path.parent.mkdir(parents=True, exist_ok=True)
-        await git("worktree", "add", "--detach", str(path), start, cwd=self.clone)
+        try:
+            await git("worktree", "add", "--detach", str(path), start, cwd=self.clone)
+        except GitError:
+            # A worktree a crashed process left registered: forget it, then try once more.
+            await git("worktree", "prune", cwd=self.clone)
+            await git("worktree", "add", "--detach", str(path), start, cwd=self.clone)
         return path
 
     async def remove_worktree(self, path: Path) -> None:

@@ -62,6 +62,22 @@ async def remote_branch_head_at(worktree: Path, branch: str) -> str | None:
     return out.strip() or None
 
 
+async def _revs(worktree: Path, *names: str) -> list[str | None]:
+    """Each name resolved to a commit, or None where it does not exist (one git call)."""
+    out = await git("rev-parse", "--verify", "--quiet", "--end-of-options",
+                    *(f"{n}^{{commit}}" for n in names), cwd=worktree, check=False)
+    found = out.split()
+    if len(found) == len(names):
+        return list(found)
+    return [await _rev(worktree, n) for n in names]  # one is missing: ask one by one
+
+
+async def _rev(worktree: Path, name: str) -> str | None:
+    out = await git("rev-parse", "--verify", "--quiet", f"{name}^{{commit}}", cwd=worktree,
+                    check=False)
+    return out.strip() or None
+
+
 async def _is_ancestor(worktree: Path, ancestor: str, descendant: str) -> bool:
     return await git_ok("merge-base", "--is-ancestor", ancestor, descendant, cwd=worktree)
 
@@ -145,7 +161,9 @@ async def _execute(svc: Services, run: Run, step: Step, record: StepRecord,
     workspace, token = await synced(svc, run, fresher_than=fresher_than, branch=run.branch)
     assert run.base_sha is not None
     head = await remote_branch_head(workspace, run.branch)
-    if head is not None:
+    # Only an earlier execution of this step can have pushed its commit.
+    ran_before = record.attempt > 1 or fresher_than is None
+    if head is not None and ran_before:
         existing = await find_step_commit(workspace, run.base_sha, head, run.id, step.id)
         if existing is not None:
             await svc.store.log(run.id, "step", "commit already on the branch; not repeating",
@@ -380,11 +398,11 @@ async def _stack_onto(worktree: Path, branch: str, base: str, pending: str | Non
     """Move this step's commit (HEAD) onto the branch's newest known commit: `pending` when
     it builds on the branch as last fetched, else the branch head, else `base`. Returns the
     new HEAD."""
-    known = await remote_branch_head_at(worktree, branch)
+    known, parent = await _revs(worktree, f"refs/remotes/origin/{branch}", "HEAD~1")
+    assert parent is not None
     tip = known or base
-    if pending is not None and await _is_ancestor(worktree, tip, pending):
+    if pending is not None and pending != tip and await _is_ancestor(worktree, tip, pending):
         tip = pending
-    parent = (await git("rev-parse", "HEAD~1", cwd=worktree)).strip()
     if parent != tip:
         try:
             await git("rebase", "--onto", tip, parent, cwd=worktree)

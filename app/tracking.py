@@ -27,6 +27,7 @@ from app.services import Services
 DEBOUNCE = 1.0
 DUE_KEY = "conductor:run:{run_id}:tracking-due"
 LOCK_KEY = "conductor:run:{run_id}:tracking-lock"
+CREATING_KEY = "conductor:run:{run_id}:tracking-creating"
 LOCK_MS = 30_000
 LOCK_WAIT = 20.0
 
@@ -86,8 +87,11 @@ async def _write(svc: Services, run: Run) -> None:
                 owner, name, run.tracking_comment_id, body=body
             )
             return
-        # A re-executed job may have posted it already and died before saving its id.
-        found = await _find_existing(gh, owner, name, run)
+        # A re-executed job may have posted it already and died before saving its id; only
+        # a run that tried before needs to look (one list call less for every new run).
+        first = await svc.redis.set(CREATING_KEY.format(run_id=run.id), 1, nx=True,
+                                    ex=7 * 24 * 3600)
+        found = None if first else await _find_existing(gh, owner, name, run)
         if found is None:
             created = await gh.rest.issues.async_create_comment(
                 owner, name, run.issue_number, body=body

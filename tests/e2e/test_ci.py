@@ -193,9 +193,9 @@ def test_a_human_takes_over_then_retry_with_instructions_finishes(tmp_path: Path
         # A reader may not retry: one reply, and nothing runs.
         calls = len(stack.model.message_requests())
         refused = stack.state.as_user("rita").comment(REPO, pull.number, "/agent retry")
-        stack.wait_for(lambda: "confused" in reactions_on(stack, refused.id), 20,
-                       "the refusal")
-        assert any("only people with write" in c.body for c in stack.comments(pull.number))
+        stack.wait_for(lambda: "confused" in reactions_on(stack, refused.id) and any(
+            "only people with write" in c.body for c in stack.comments(pull.number)), 20,
+            "the refusal")
         assert len(stack.model.message_requests()) == calls
         assert run_in(stack, "needs_human") is not None
 
