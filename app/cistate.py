@@ -112,9 +112,7 @@ async def evidence(gh: Any, owner: str, name: str, sha: str,
                       f"`{workflow.name}`", excerpt(log))
     for run in failing:
         output = "\n".join(t for t in (run.title, run.summary, run.text) if t)
-        notes = []
-        if run.app != "github-actions" or not output:
-            notes = await _annotations(gh, owner, name, run.id)
+        notes = await _annotations(gh, owner, name, run.id)
         if output or notes:
             found.add(f"check `{run.name}` ({run.conclusion}) from {run.app}",
                       excerpt(output + ("\n" + "\n".join(notes) if notes else "")))

@@ -32,6 +32,7 @@ def _serve(settings: Settings) -> int:
         asyncio.run(processes.run(settings, app=create_setup_app(settings), redis_url=None,
                                   with_worker=False))
         return 0
+    import workers.main  # noqa: F401  (the worker's imports take seconds: before "listening")
     from app.web import create_app
 
     with processes.redis_for(settings) as (redis_url, described):

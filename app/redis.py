@@ -90,6 +90,8 @@ def start_redis(
     """
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    # Queued webhook payloads and run records are nobody else's business on this host.
+    data_dir.chmod(0o700)
     binary = binary or redis_server_binary(prefer_system=False)
     log_path = data_dir / "redis.log"
     args = [

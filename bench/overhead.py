@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import os
 import shutil
 import subprocess
@@ -34,17 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.e2e.support import (
-    plan,
-    pull_requests,
-    reviews_accept,
-    run_in,
-    step,
-    steps,
-    submits,
-    timeline,
-    writes,
-)
+from bench.stackrun import collect
+from tests.e2e.support import plan, pull_requests, reviews_accept, step, submits, writes
 from tests.emulators.harness import PROJECT_FILES, REPO, Stack
 
 STEPS = 6
@@ -98,7 +88,6 @@ def main() -> int:
         script += writes(sid, f"widgets/{sid}.py", f"def {sid}() -> str:\n    return {sid!r}\n")
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
-    error = ""
     try:
         with Stack(workdir, files=FILES, script=script, ci_mode="none", workers=1,
                    worker_concurrency=8, run_concurrency=4, job_timeout=60) as stack:
@@ -108,22 +97,11 @@ def main() -> int:
             stack.label_issue("Add six functions", "Please add s1 .. s6.")
             opened = stack.wait_for(lambda: pull_requests(stack) and time.time(), 80,
                                     "the draft pull request")
-            run = stack.wait_for(lambda: run_in(stack, "verifying", "done", "needs_human",
-                                                "failed", "awaiting_approval"), 20, "the run")
-            if run["status"] != "verifying":
-                error = f"run ended {run['status']}: {run.get('stop_reason')}"
-            records = steps(stack, run["id"])
-            events = timeline(stack, run["id"])
-            raw = stack.redis_client().lrange(f"conductor:run:{run['id']}:calls", 0, -1)
-            calls = [json.loads(c) for c in raw]
-            if args.logs:
-                stack.stop()  # flush the processes' logs before copying them
-                shutil.copytree(stack.logs_dir, args.logs, dirs_exist_ok=True)
+            found = collect(stack, args.logs, STEPS)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    if len(records) != STEPS or any(r["state"] != "done" for r in records.values()):
-        error = error or f"steps: { {k: r['state'] for k, r in records.items()} }"
+    records, events, calls, error = found.records, found.events, found.calls, found.error
     wall = opened - labeled
     model = sum(c["latency_ms"] for c in calls) / 1000
     non_model = (wall - model) / STEPS

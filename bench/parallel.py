@@ -22,7 +22,6 @@ the first step's `started_at` to the last step's `finished_at`. The bot's own pe
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import sys
@@ -32,7 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.e2e.support import ACCEPT, plan, run_in, step, steps, timeline
+from bench.stackrun import collect
+from tests.e2e.support import ACCEPT, plan, step
 from tests.emulators.anthropic_api import Match, Rule, use_tool
 from tests.emulators.harness import PROJECT_FILES, Stack
 
@@ -76,30 +76,17 @@ def main() -> int:
     the_plan = plan(*(step(f"op{i}", "implementer", f"Add op{i}", [f"widgets/op{i}.py"])
                       for i in range(1, STEPS + 1)))
     workdir = Path(tempfile.mkdtemp(prefix="bench-parallel-"))
-    error = ""
     try:
         with Stack(workdir, files=FILES, script=script(the_plan, args.delay), ci_mode="none",
                    workers=args.workers, worker_concurrency=args.worker_concurrency,
                    run_concurrency=SLOTS, job_timeout=120, log_level="info") as stack:
             labeled = time.time()
             stack.label_issue("Add eight operations", "Please add op1 .. op8.")
-            run = stack.wait_for(
-                lambda: run_in(stack, "verifying", "done", "needs_human", "failed",
-                               "awaiting_approval"), 80, "the run to open its PR")
-            if run["status"] != "verifying":
-                error = f"run ended {run['status']}: {run.get('stop_reason')}"
-            records = steps(stack, run["id"])
-            events = timeline(stack, run["id"])
-            raw_calls = stack.redis_client().lrange(f"conductor:run:{run['id']}:calls", 0, -1)
-            calls = [json.loads(c) for c in raw_calls]
-            if args.logs:
-                stack.stop()  # flush the processes' logs before copying them
-                shutil.copytree(stack.logs_dir, args.logs, dirs_exist_ok=True)
+            found = collect(stack, args.logs, STEPS)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    if len(records) != STEPS or any(r["state"] != "done" for r in records.values()):
-        error = error or f"steps: { {k: r['state'] for k, r in records.items()} }"
+    records, events, calls, error = found.records, found.events, found.calls, found.error
     model_ms: dict[str, list[int]] = {}
     for call in calls:
         sid = (call.get("trace") or {}).get("step")

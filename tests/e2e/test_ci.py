@@ -68,6 +68,13 @@ def first_run(*fix_rules: Rule) -> list[Rule]:
     ]
 
 
+def passing_run() -> list[Rule]:
+    """A run whose first push is right: subtract subtracts."""
+    return [submits(SUBTRACT_PLAN), reviews_accept(),
+            *writes("impl", "widgets/ops.py", BUGGY.replace("+", "-")),
+            *writes("tests", "tests/test_ops.py", TEST)]
+
+
 def requests_text(stack: Stack, needle: str) -> list[str]:
     """Bodies of model requests that contain `needle`."""
     found = []
@@ -237,10 +244,7 @@ def test_a_human_takes_over_then_retry_with_instructions_finishes(tmp_path: Path
 
 
 def test_a_flaky_failure_is_rerun_without_changing_code(tmp_path: Path) -> None:
-    with Stack(tmp_path, script=[submits(SUBTRACT_PLAN), reviews_accept(),
-                                 *writes("impl", "widgets/ops.py", BUGGY.replace("+", "-")),
-                                 *writes("tests", "tests/test_ops.py", TEST)],
-               ci_mode="flaky", env=FAST_CI) as stack:
+    with Stack(tmp_path, script=passing_run(), ci_mode="flaky", env=FAST_CI) as stack:
         stack.label_issue("Add subtract", "We need subtract(a, b).")
         run = stack.wait_for(lambda: run_in(stack, "done", "needs_human", "failed"), 90,
                              "the run to end")
@@ -258,10 +262,7 @@ def test_a_flaky_failure_is_rerun_without_changing_code(tmp_path: Path) -> None:
 
 
 def test_a_repository_without_ci_gets_a_ready_pr_with_a_note(tmp_path: Path) -> None:
-    script = [submits(SUBTRACT_PLAN), reviews_accept(),
-              *writes("impl", "widgets/ops.py", BUGGY),
-              *writes("tests", "tests/test_ops.py", TEST)]
-    with Stack(tmp_path, script=script, ci_mode="none", env=FAST_CI) as stack:
+    with Stack(tmp_path, script=first_run(), ci_mode="none", env=FAST_CI) as stack:
         number = stack.label_issue("Add subtract", "We need subtract(a, b).")
         run = stack.wait_for(lambda: run_in(stack, "done", "needs_human", "failed"), 60,
                              "the run to end")
@@ -283,9 +284,7 @@ def test_a_repository_without_ci_gets_a_ready_pr_with_a_note(tmp_path: Path) -> 
 
 
 def test_lost_ci_webhooks_are_made_up_for_by_the_reconcile_job(tmp_path: Path) -> None:
-    script = [submits(SUBTRACT_PLAN), reviews_accept(),
-              *writes("impl", "widgets/ops.py", BUGGY.replace("+", "-")),
-              *writes("tests", "tests/test_ops.py", TEST)]
+    script = passing_run()
     env = {**FAST_CI, "CONDUCTOR_NO_CI_TIMEOUT": "120"}
     # CI takes a few seconds, so the evaluation the PR queues finds it still running.
     with Stack(tmp_path, script=script, env=env,
@@ -309,9 +308,7 @@ def test_lost_ci_webhooks_are_made_up_for_by_the_reconcile_job(tmp_path: Path) -
 def test_a_failure_that_is_also_red_on_the_base_branch_is_not_fixed(tmp_path: Path) -> None:
     broken = {**PROJECT_FILES, "tests/test_core.py": (
         "from widgets.core import add\n\n\ndef test_add() -> None:\n    assert add(2, 2) == 5\n")}
-    script = [submits(SUBTRACT_PLAN), reviews_accept(),
-              *writes("impl", "widgets/ops.py", BUGGY.replace("+", "-")),
-              *writes("tests", "tests/test_ops.py", TEST)]
+    script = passing_run()
     with Stack(tmp_path, files=broken, script=script, env=FAST_CI) as stack:
         # main's own CI is red before the run starts.
         head = stack.state.as_user("alice").push(REPO, "main", {"CHANGES.md": "- x\n"}, "Log")
@@ -330,9 +327,7 @@ def test_a_failure_that_is_also_red_on_the_base_branch_is_not_fixed(tmp_path: Pa
 
 
 def test_a_required_check_that_never_reports_is_handed_to_a_human(tmp_path: Path) -> None:
-    script = [submits(SUBTRACT_PLAN), reviews_accept(),
-              *writes("impl", "widgets/ops.py", BUGGY.replace("+", "-")),
-              *writes("tests", "tests/test_ops.py", TEST)]
+    script = passing_run()
     with Stack(tmp_path, script=script, env=FAST_CI) as stack:
         stack.state.protect_branch(REPO, "main", contexts=["test", "deploy/preview"])
         stack.label_issue("Add subtract", "We need subtract(a, b).")

@@ -98,14 +98,19 @@ async def update_pull(request: Request) -> Response:
     return json_response(pull_json(state, pull))
 
 
-@endpoint
-async def list_files(request: Request) -> Response:
+def _pull_range(request: Request) -> tuple[Any, Any, Any, str, Any]:
+    """For reads of a PR's changes: the state, repo, its git, the merge base and the PR."""
     state = state_of(request)
     repo = repo_of(request)
     authorize(state, principal_of(request), repo, ("pull_requests", "read"), "read")
     pull = state.get_pull(repo, int_param(request, "number"))
     git = state.git(repo)
-    base = git.merge_base(pull.base_sha, pull.head_sha) or pull.base_sha
+    return state, repo, git, git.merge_base(pull.base_sha, pull.head_sha) or pull.base_sha, pull
+
+
+@endpoint
+async def list_files(request: Request) -> Response:
+    state, repo, git, base, pull = _pull_range(request)
     files = git.diff_files(base, pull.head_sha)
     return paged_json(request, files, lambda f: diff_entry_json(state, repo, pull.head_sha, f))
 
@@ -116,12 +121,7 @@ PULL_COMMITS_LIMIT = 250
 
 @endpoint
 async def list_commits(request: Request) -> Response:
-    state = state_of(request)
-    repo = repo_of(request)
-    authorize(state, principal_of(request), repo, ("pull_requests", "read"), "read")
-    pull = state.get_pull(repo, int_param(request, "number"))
-    git = state.git(repo)
-    base = git.merge_base(pull.base_sha, pull.head_sha) or pull.base_sha
+    state, repo, git, base, pull = _pull_range(request)
     shas = git.rev_list("--reverse", f"{base}..{pull.head_sha}")[:PULL_COMMITS_LIMIT]
 
     def render(sha: str) -> dict[str, Any]:  # only the commits of the requested page
