@@ -151,33 +151,49 @@ async def _evaluate(svc: Services, run_id: str, sha: str) -> str:
     run = await svc.store.get(run_id)
     if run is None or run.status is not RunStatus.VERIFYING or run.head_sha != sha:
         return "stale: the run is not waiting on this commit"
-    attempt = _open_attempt(run, sha)
-    if attempt is None:
-        return "already decided"
+    last_attempt = run.ci[-1] if run.ci and run.ci[-1]["sha"] == sha else None
+    if last_attempt is None:
+        return "stale: no CI attempt for this commit"
+    now = time.time()
+    if last_attempt.get("finished_at"):
+        # Decided, and the run still waits: the job that decided died before acting on it.
+        # Act again; every action below is safe to repeat.
+        reading = Reading(Verdict(last_attempt["verdict"]), list(last_attempt.get("failing", [])),
+                          list(last_attempt.get("waiting", [])),
+                          list(last_attempt.get("passed", [])))
+    else:
+        reading = await _read(svc, run, sha, last_attempt["started_at"], now)
+        if reading.verdict is Verdict.PENDING:
+            return f"pending: {reading.describe()}"
+        run = await _record(svc, run.id, sha, reading)
+        await svc.store.log(run.id, "ci", f"CI attempt {len(run.ci)} on {sha[:7]}: "
+                            f"{reading.describe()}", sha=sha, verdict=reading.verdict.value)
+    return await _act(svc, run, sha, reading, last_attempt["started_at"], now)
+
+
+async def _read(svc: Services, run: Run, sha: str, started: float, now: float) -> Reading:
     owner, name = run.repo.split("/", 1)
     async with svc.github.installation(run.installation_id) as gh:
         snapshot = await cistate.snapshot(gh, owner, name, sha)
         required = await cistate.required_checks(gh, owner, name, run.default_branch)
     last = await svc.redis.get(LAST_EVENT_KEY.format(run_id=run.id, sha=sha))
     settings = svc.settings
-    now = time.time()
-    timing = Timing(now=now, started=attempt["started_at"],
-                    last_event=float(last) if last else None,
+    timing = Timing(now=now, started=started, last_event=float(last) if last else None,
                     settle=settings.conductor_ci_settle_seconds,
                     no_ci_timeout=settings.conductor_no_ci_timeout)
     reading = read_ci(snapshot, timing, own_app_id=settings.github_app_id, required=required)
-    if reading.verdict is Verdict.PENDING:
-        if now - attempt["started_at"] < settings.conductor_ci_timeout:
-            return f"pending: {reading.describe()}"
-        reading = Reading(Verdict.MISSING, [], reading.waiting, reading.passed)
-    run = await _record(svc, run.id, sha, reading)
-    await svc.store.log(run.id, "ci", f"CI attempt {len(run.ci)} on {sha[:7]}: "
-                        f"{reading.describe()}", sha=sha, verdict=reading.verdict.value)
+    if reading.verdict is Verdict.PENDING and now - started >= settings.conductor_ci_timeout:
+        return Reading(Verdict.MISSING, [], reading.waiting, reading.passed)
+    return reading
+
+
+async def _act(svc: Services, run: Run, sha: str, reading: Reading, started: float,
+               now: float) -> str:
     if reading.verdict in (Verdict.GREEN, Verdict.NO_CI):
         await _succeed(svc, run, reading)
         return f"CI {reading.verdict.value}: ready for review"
     if reading.verdict is Verdict.MISSING:
-        waited = int(now - attempt["started_at"])
+        waited = int(now - started)
         await needs_human(svc, run, f"CI on `{sha[:7]}` did not finish: "
                           f"{reading.describe()} (waited {waited} s)")
         return "CI incomplete: needs a human"
@@ -196,7 +212,8 @@ async def _record(svc: Services, run_id: str, sha: str, reading: Reading,
         attempt = _open_attempt(run, sha)
         if attempt is not None:
             attempt.update(finished_at=now, verdict=reading.verdict.value,
-                           detail=reading.describe(), failing=reading.failing, **extra)
+                           detail=reading.describe(), failing=reading.failing,
+                           waiting=reading.waiting, passed=reading.passed, **extra)
 
     run = await svc.store.update(run_id, change)
     assert run is not None
