@@ -71,6 +71,8 @@ async def begin(svc: Services, run_id: str) -> None:
     now = time.time()
 
     def change(run: Run) -> None:
+        if run.head_sha is None:
+            return  # nothing was pushed: nothing for CI to verify
         run.status = RunStatus.VERIFYING
         last = run.ci[-1] if run.ci else None
         if last is None or last["sha"] != run.head_sha or last.get("finished_at"):
