@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import fnmatch
 import re
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -446,12 +445,9 @@ def test_tour_reaches_every_rest_route(tmp_path: Path) -> None:
         env.state.requests.clear()
         tour(env)
 
-        # The server records a request just after answering it: give the last one a moment.
-        deadline = time.monotonic() + 5
-        while (missing := missing_routes(routes, list(env.state.requests))) and (
-            time.monotonic() < deadline
-        ):
-            time.sleep(0.05)
+        # The server records a request just after answering it: wait for the last one.
+        env.state.wait_for_requests(lambda seen: not missing_routes(routes, seen), timeout=5)
+        missing = missing_routes(routes, list(env.state.requests))
         assert not missing, (
             f"{len(missing)} of {len(covered)} REST routes were not reached with a 2xx/3xx "
             "answer by the tour; add a tour step (or an EXCLUDED entry with its reason):\n"

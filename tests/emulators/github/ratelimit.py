@@ -126,7 +126,7 @@ class RateLimitMiddleware:
                 await self.app(scope, receive, send_with_headers)
         finally:
             scope_state = scope.get("state") or {}
-            self.state.requests.append(
+            self.state.record_request(
                 RecordedRequest(
                     method=scope["method"],
                     path=path,

@@ -89,6 +89,7 @@ class Store:
         self._depth = 0
         self._after: list[Callable[[], None]] = []
         self._events_cond = threading.Condition()
+        self._requests_cond = threading.Condition()
 
         self.apps: dict[int, AppRecord] = {}
         self.accounts: dict[str, Account] = {}
@@ -220,6 +221,19 @@ class Store:
                 if remaining <= 0:
                     raise TimeoutError("no matching event")
                 self._events_cond.wait(remaining)
+
+    def record_request(self, request: RecordedRequest) -> None:
+        with self._requests_cond:
+            self.requests.append(request)
+            self._requests_cond.notify_all()
+
+    def wait_for_requests(
+        self, predicate: Callable[[list[RecordedRequest]], bool], timeout: float = 10.0
+    ) -> bool:
+        """Block until ``predicate(requests so far)`` holds; False when ``timeout`` passes.
+        (A request is recorded just after its answer is sent.)"""
+        with self._requests_cond:
+            return self._requests_cond.wait_for(lambda: predicate(list(self.requests)), timeout)
 
     def events_named(self, event: str, action: str | None = None) -> list[dict[str, Any]]:
         with self._events_cond:
