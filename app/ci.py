@@ -70,6 +70,12 @@ class Snapshot:
     runs: Sequence[CheckRun] = ()
     statuses: Sequence[Status] = ()  # the latest per context
 
+    def failed(self, own_app_id: int | None) -> tuple[list[CheckRun], list[Status]]:
+        """The completed check runs (not Conductor's own) and statuses that failed."""
+        return ([r for r in self.runs if r.app_id != own_app_id or own_app_id is None
+                 if r.status == "completed" and r.conclusion in FAILED_CONCLUSIONS],
+                [s for s in self.statuses if s.state in FAILED_STATES])
+
 
 @dataclass(frozen=True)
 class Timing:

@@ -28,25 +28,21 @@ async def snapshot(gh: Any, owner: str, name: str, sha: str) -> Snapshot:
         owner, name, sha, per_page=100, page=page), "check_suites")
     runs = await _pages(lambda page: gh.rest.checks.async_list_for_ref(
         owner, name, sha, filter_="latest", per_page=100, page=page), "check_runs")
-    statuses: list[Any] = []
-    page = 1
-    while True:
-        batch = items(await gh.rest.repos.async_list_commit_statuses_for_ref(
-            owner, name, sha, per_page=100, page=page))
-        statuses += batch
-        if len(batch) < 100 or page == 10:
-            break
-        page += 1
+    statuses = await _pages(lambda page: gh.rest.repos.async_list_commit_statuses_for_ref(
+        owner, name, sha, per_page=100, page=page), None)
     return snapshot_from_api(suites, runs, statuses)
 
 
-async def _pages(fetch: Any, key: str, limit: int = 10) -> list[Any]:
+async def _pages(fetch: Any, key: str | None, limit: int = 10) -> list[Any]:
+    """Up to `limit` pages of 100: of a list answer (`key` None), or of the list under `key`
+    in an answer that has a `total_count`."""
     found: list[Any] = []
     for page in range(1, limit + 1):
-        data = (await fetch(page)).parsed_data
-        batch = list(getattr(data, key))
+        response = await fetch(page)
+        batch = items(response) if key is None else list(getattr(response.parsed_data, key))
         found += batch
-        if len(found) >= int(data.total_count) or len(batch) < 100:
+        if len(batch) < 100 or (key is not None
+                                and len(found) >= int(response.parsed_data.total_count)):
             break
     return found
 

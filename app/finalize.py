@@ -32,19 +32,19 @@ async def finalize_run(ctx: dict[str, Any], run_id: str) -> str:
     opening = run.pr_number is None
     await svc.store.log(run.id, "pr", "opening the pull request" if opening
                         else "updating the pull request")
-    number, url, node_id = await upsert_pull_request(svc, run)
+    number, url = await upsert_pull_request(svc, run)
     now = time.time()
 
     def opened(fresh: Run) -> None:
-        fresh.pr_number, fresh.pr_url, fresh.pr_node_id = number, url, node_id
+        fresh.pr_number, fresh.pr_url = number, url
         fresh.pr_opened_at = fresh.pr_opened_at or now
 
     fresh = await svc.store.update(run_id, opened) or run
     await svc.redis.set(PR_KEY.format(repo=run.repo, number=number), run.id)
     if opening:
         await svc.store.log(run.id, "pr", f"draft pull request #{number} is open")
-    # The PR body's timeline should include the line above: render once more.
-    await upsert_pull_request(svc, fresh)
+        # The PR body's timeline should include the line above: render once more.
+        await upsert_pull_request(svc, fresh)
     await tracking.refresh(svc, fresh)
     await verify.begin(svc, run.id)
     return f"pull request #{number}"

@@ -103,6 +103,13 @@ async def git(
     return out.decode(errors="replace")
 
 
+async def resolve_commit(name: str, cwd: Path) -> str | None:
+    """The commit `name` (a ref or sha) names in the repository at `cwd`, or None."""
+    out = await git("rev-parse", "--verify", "--quiet", f"{name}^{{commit}}", cwd=cwd,
+                    check=False)
+    return out.strip() or None
+
+
 async def git_ok(*args: str, cwd: Path | None = None, token: str | None = None) -> bool:
     """Whether a git command succeeds (for commands that answer by exit status)."""
     try:

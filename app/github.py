@@ -168,6 +168,15 @@ def _timestamp(value: datetime | str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+async def remove_label(gh: Any, owner: str, name: str, number: int, label: str) -> None:
+    """Remove `label` from an issue or pull request; one it does not have is fine."""
+    try:
+        await gh.rest.issues.async_remove_label(owner, name, number, label)
+    except RequestFailed as exc:
+        if exc.response.status_code != 404:
+            raise
+
+
 def items(response: Any) -> list[Any]:
     """`parsed_data` of a list endpoint. githubkit annotates these as `list[...]` inside
     classes that also define a method named `list`, which mypy cannot resolve."""

@@ -12,9 +12,9 @@ from app.services import Services
 HIGH_RISK_LABEL = "agent:high-risk"
 
 
-async def upsert_pull_request(svc: Services, run: Run) -> tuple[int, str, str]:
-    """Open the draft PR, or update the body of the one the branch has; (number, URL,
-    GraphQL node id). Re-running never opens a second."""
+async def upsert_pull_request(svc: Services, run: Run) -> tuple[int, str]:
+    """Open the draft PR, or update the body of the one the branch has; its number and URL.
+    Re-running never opens a second."""
     steps = await svc.store.steps(run.id)
     timeline = await svc.store.timeline(run.id)
     usage = await usage_rows(svc.redis, run.id)
@@ -35,4 +35,4 @@ async def upsert_pull_request(svc: Services, run: Run) -> tuple[int, str, str]:
         if run.risk_flags:
             await gh.rest.issues.async_add_labels(owner, name, pull.number,
                                                   labels=[HIGH_RISK_LABEL])
-    return pull.number, pull.html_url, pull.node_id
+    return pull.number, pull.html_url

@@ -13,11 +13,10 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Literal
 
-from githubkit.exception import RequestFailed
-
 from app import tracking, verify
 from app.budget import Budget
 from app.constants import Job
+from app.github import remove_label
 from app.limits import Limits
 from app.runs import Run, RunStatus, StepRecord
 from app.scheduler import FINISHED, StepState
@@ -122,8 +121,4 @@ async def _clear_needs_human(svc: Services, run: Run) -> None:
     owner, name = run.repo.split("/", 1)
     async with svc.github.installation(run.installation_id) as gh:
         for number in {n for n in (run.issue_number, run.pr_number) if n is not None}:
-            try:
-                await gh.rest.issues.async_remove_label(owner, name, number, NEEDS_HUMAN_LABEL)
-            except RequestFailed as exc:
-                if exc.response.status_code != 404:
-                    raise
+            await remove_label(gh, owner, name, number, NEEDS_HUMAN_LABEL)

@@ -12,6 +12,7 @@ Every write is safe to repeat (jobs run at least once). Keys:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -79,7 +80,6 @@ class Run:
     head_sha: str | None = None
     stop_reason: str | None = None
     risk_flags: list[str] = field(default_factory=list)
-    pr_node_id: str | None = None
     pr_opened_at: float | None = None
     # CI: one entry per commit the bot waited on (`CIAttempt` as a dict), oldest first.
     ci: list[dict[str, Any]] = field(default_factory=list)
@@ -90,11 +90,6 @@ class Run:
     retries: list[dict[str, Any]] = field(default_factory=list)  # {by, at, instructions}
     check_runs: dict[str, int] = field(default_factory=dict)  # head sha -> Conductor check
     outcome: dict[str, Any] | None = None  # set when the pull request is merged or closed
-
-    @property
-    def instructions(self) -> list[str]:
-        """What people asked for in `/agent retry …`, oldest first."""
-        return [r["instructions"] for r in self.retries if r.get("instructions")]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -157,7 +152,7 @@ class RunStore:
 
     async def release_issue(self, repo: str, number: int, run_id: str) -> None:
         # Only the holder releases.
-        await self._release(ISSUE_KEY.format(repo=repo, number=number), run_id)
+        await self.release(ISSUE_KEY.format(repo=repo, number=number), run_id)
 
     async def active_run_id(self, repo: str, number: int) -> str | None:
         value = await self.redis.get(ISSUE_KEY.format(repo=repo, number=number))
@@ -255,13 +250,23 @@ class RunStore:
 
     # -- locks ------------------------------------------------------------------------------
 
-    async def lock_run(self, run_id: str, ttl_ms: int = 30_000) -> str | None:
+    async def acquire(self, key: str, *, ttl_ms: int, wait: float = 0.0) -> str | None:
+        """Take the lock `key` (expiring after `ttl_ms`), polling for up to `wait` seconds;
+        its token, or None when another holder kept it."""
         token = secrets.token_hex(8)
-        ok = await self.redis.set(RUN_LOCK_KEY.format(run_id=run_id), token, nx=True, px=ttl_ms)
-        return token if ok else None
+        deadline = time.monotonic() + wait
+        while not await self.redis.set(key, token, nx=True, px=ttl_ms):
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(0.02)
+        return token
+
+    async def lock_run(self, run_id: str, ttl_ms: int = 30_000,
+                       wait: float = 0.0) -> str | None:
+        return await self.acquire(RUN_LOCK_KEY.format(run_id=run_id), ttl_ms=ttl_ms, wait=wait)
 
     async def unlock_run(self, run_id: str, token: str) -> None:
-        await self._release(RUN_LOCK_KEY.format(run_id=run_id), token)
+        await self.release(RUN_LOCK_KEY.format(run_id=run_id), token)
 
     async def lock_paths(self, repo: str, patterns: list[str], owner: str,
                          ttl_s: int) -> int | None:
@@ -281,7 +286,7 @@ class RunStore:
                 taken.append(key)
                 continue
             for held in taken:
-                await self._release(held, value)
+                await self.release(held, value)
             return None
         return fence
 
@@ -290,12 +295,9 @@ class RunStore:
             key = PATH_LOCK_KEY.format(repo=repo, pattern=pattern)
             current = await self.redis.get(key)
             if current is not None and _s(current).split("|")[0] == owner:
-                await self._release(key, _s(current))
+                await self.release(key, _s(current))
 
     async def release(self, key: str, value: str) -> bool:
-        return await self._release(key, value)
-
-    async def _release(self, key: str, value: str) -> bool:
         """Delete `key` only if it still holds `value` (atomic compare-and-delete)."""
         result = await self.redis.eval(_COMPARE_AND_DELETE, 1, key, value)
         return bool(result)

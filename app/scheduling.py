@@ -9,7 +9,6 @@ running steps (of this run or another on the same repository) never touch the sa
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -46,11 +45,7 @@ async def schedule_run(ctx: dict[str, Any], run_id: str, trigger: str) -> str:
     svc: Services = ctx["services"]
     # Decisions are short; wait for the lock rather than re-queueing (arq counts every
     # retry against the job's tries, and a dropped trigger would strand the run).
-    deadline = time.monotonic() + LOCK_WAIT_SECONDS
-    token = await svc.store.lock_run(run_id)
-    while token is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-        token = await svc.store.lock_run(run_id)
+    token = await svc.store.lock_run(run_id, wait=LOCK_WAIT_SECONDS)
     if token is None:
         raise Retry(defer=1)
     return await _locked_schedule(svc, run_id, trigger, token)

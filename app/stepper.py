@@ -20,7 +20,7 @@ from app.agent import Agent, AgentFailed, Finished, TurnLimitExceeded, untrusted
 from app.budget import Budget, BudgetExceeded
 from app.constants import Job
 from app.diffs import FileChange, parse_diff, worktree_diff
-from app.git import GitError, Workspace, git, git_ok
+from app.git import GitError, Workspace, git, git_ok, resolve_commit
 from app.guardrails import RunTotals, check_step_diff, feedback_for_model
 from app.limits import Limits
 from app.logs import get_logger
@@ -57,25 +57,7 @@ def commit_message(run: Run, step: Step, summary: str) -> str:
 
 
 async def remote_branch_head_at(worktree: Path, branch: str) -> str | None:
-    out = await git("rev-parse", "--verify", "--quiet", f"refs/remotes/origin/{branch}",
-                    cwd=worktree, check=False)
-    return out.strip() or None
-
-
-async def _revs(worktree: Path, *names: str) -> list[str | None]:
-    """Each name resolved to a commit, or None where it does not exist (one git call)."""
-    out = await git("rev-parse", "--verify", "--quiet", "--end-of-options",
-                    *(f"{n}^{{commit}}" for n in names), cwd=worktree, check=False)
-    found = out.split()
-    if len(found) == len(names):
-        return list(found)
-    return [await _rev(worktree, n) for n in names]  # one is missing: ask one by one
-
-
-async def _rev(worktree: Path, name: str) -> str | None:
-    out = await git("rev-parse", "--verify", "--quiet", f"{name}^{{commit}}", cwd=worktree,
-                    check=False)
-    return out.strip() or None
+    return await resolve_commit(f"refs/remotes/origin/{branch}", worktree)
 
 
 async def _is_ancestor(worktree: Path, ancestor: str, descendant: str) -> bool:
@@ -106,9 +88,8 @@ async def run_step(ctx: dict[str, Any], run_id: str, step_id: str, attempt: int)
         return f"run {run_id} is {run.status.value}"
     step = next(s for s in plan_of(run).steps if s.id == step_id)
     try:
-        first_try = int(ctx.get("job_try", 1)) == 1
         commit, details = await _execute(svc, run, step, record,
-                                         record.started_at if first_try else None)
+                                         first_try=int(ctx.get("job_try", 1)) == 1)
     except BudgetExceeded as exc:
         await _finish(svc, run, record, StepState.FAILED, error=str(exc))
         await stop_run(svc, run, RunStatus.NEEDS_HUMAN, f"budget exhausted: {exc}")
@@ -153,17 +134,17 @@ async def _finish(svc: Services, run: Run, record: StepRecord, state: StepState,
     await tracking.soon(svc, run.id)
 
 
-async def _execute(svc: Services, run: Run, step: Step, record: StepRecord,
-                   fresher_than: float | None) -> tuple[str | None, dict[str, Any]]:
+async def _execute(svc: Services, run: Run, step: Step, record: StepRecord, *,
+                   first_try: bool) -> tuple[str | None, dict[str, Any]]:
     # The clone is used as it is when it has the branch as GitHub has it (also when this job
     # runs again: a commit it pushed before dying shows as a difference). Otherwise steps
-    # started together share one fetch; a re-executed job passes no stamp and fetches.
-    workspace, token = await synced(svc, run, fresher_than=fresher_than, branch=run.branch)
+    # started together share one fetch; a re-executed job always fetches.
+    workspace, token = await synced(svc, run, branch=run.branch,
+                                    fresher_than=record.started_at if first_try else None)
     assert run.base_sha is not None
     head = await remote_branch_head(workspace, run.branch)
     # Only an earlier execution of this step can have pushed its commit.
-    ran_before = record.attempt > 1 or fresher_than is None
-    if head is not None and ran_before:
+    if head is not None and (record.attempt > 1 or not first_try):
         existing = await find_step_commit(workspace, run.base_sha, head, run.id, step.id)
         if existing is not None:
             await svc.store.log(run.id, "step", "commit already on the branch; not repeating",
@@ -398,7 +379,8 @@ async def _stack_onto(worktree: Path, branch: str, base: str, pending: str | Non
     """Move this step's commit (HEAD) onto the branch's newest known commit: `pending` when
     it builds on the branch as last fetched, else the branch head, else `base`. Returns the
     new HEAD."""
-    known, parent = await _revs(worktree, f"refs/remotes/origin/{branch}", "HEAD~1")
+    known = await remote_branch_head_at(worktree, branch)
+    parent = await resolve_commit("HEAD~1", worktree)
     assert parent is not None
     tip = known or base
     if pending is not None and pending != tip and await _is_ancestor(worktree, tip, pending):

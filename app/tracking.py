@@ -11,8 +11,6 @@ state they read inside it, so an older rendering never overwrites a newer one.
 
 from __future__ import annotations
 
-import asyncio
-import secrets
 import time
 from typing import Any
 
@@ -56,18 +54,15 @@ async def refresh(svc: Services, run: Run) -> None:
 
     `run` must be saved; the rendering uses the stored record, which may be newer."""
     key = LOCK_KEY.format(run_id=run.id)
-    token = secrets.token_hex(8)
-    deadline = time.monotonic() + LOCK_WAIT
-    while not await svc.redis.set(key, token, nx=True, px=LOCK_MS):
-        if time.monotonic() > deadline:
-            break  # a holder that died: its lock expires; render anyway rather than skip
-        await asyncio.sleep(0.02)
+    # A holder that died keeps it until it expires: then render anyway rather than skip.
+    token = await svc.store.acquire(key, ttl_ms=LOCK_MS, wait=LOCK_WAIT)
     try:
         fresh = await svc.store.get(run.id) or run
         await _write(svc, fresh)
         run.tracking_comment_id = fresh.tracking_comment_id
     finally:
-        await svc.store.release(key, token)
+        if token is not None:
+            await svc.store.release(key, token)
 
 
 async def _write(svc: Services, run: Run) -> None:

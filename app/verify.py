@@ -17,7 +17,6 @@ waiting on; a job that finds the run has moved on does nothing.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from typing import Any
@@ -28,7 +27,6 @@ from githubkit.exception import RequestFailed
 from app import cistate, tracking
 from app.budget import Budget, BudgetExceeded
 from app.ci import (
-    FAILED_CONCLUSIONS,
     FailureKind,
     Reading,
     Timing,
@@ -40,7 +38,7 @@ from app.ci import (
 from app.constants import Job
 from app.events import Event
 from app.fixing import Failure, FixNotPlanned, as_plan_steps, plan_fix, renamed
-from app.git import Workspace
+from app.github import remove_label
 from app.limits import Limits
 from app.logs import get_logger
 from app.plan import Plan
@@ -50,7 +48,7 @@ from app.report import neutralise
 from app.runs import Run, RunStatus
 from app.services import Services
 from app.stopping import NEEDS_HUMAN_LABEL, stop_run
-from app.workspace import clone_url
+from app.workspace import workspace_for
 
 log = get_logger(__name__)
 
@@ -84,8 +82,10 @@ async def begin(svc: Services, run_id: str) -> None:
     await svc.store.log(run.id, "ci", f"waiting for CI on {run.head_sha[:7]} "
                         f"(CI attempt {len(run.ci)})", sha=run.head_sha)
     settings = svc.settings
-    await evaluate_soon(svc, run.id, run.head_sha, "begin", settings.conductor_ci_settle_seconds)
-    await evaluate_soon(svc, run.id, run.head_sha, "no-ci",
+    number = len(run.ci)  # a re-run of the same commit is an attempt with timers of its own
+    await evaluate_soon(svc, run.id, run.head_sha, f"begin-{number}",
+                        settings.conductor_ci_settle_seconds)
+    await evaluate_soon(svc, run.id, run.head_sha, f"no-ci-{number}",
                         settings.conductor_no_ci_timeout + 0.5)
     await tracking.soon(svc, run.id)
 
@@ -128,32 +128,30 @@ def commit_of(event: str, payload: dict[str, Any]) -> str | None:
 
 async def evaluate_ci(ctx: dict[str, Any], run_id: str, sha: str) -> str:
     svc: Services = ctx["services"]
-    token = await _lock(svc, run_id)
+    token = await svc.store.lock_run(run_id, wait=LOCK_WAIT)
+    if token is None:
+        raise Retry(defer=1)
     try:
         return await _evaluate(svc, run_id, sha)
     finally:
         await svc.store.unlock_run(run_id, token)
 
 
-async def _lock(svc: Services, run_id: str) -> str:
-    deadline = time.monotonic() + LOCK_WAIT
-    while (token := await svc.store.lock_run(run_id)) is None:
-        if time.monotonic() > deadline:
-            raise Retry(defer=1)
-        await asyncio.sleep(0.05)
-    return token
+def _last_attempt(run: Run, sha: str) -> dict[str, Any] | None:
+    """The run's latest CI attempt, if it is for `sha`."""
+    return run.ci[-1] if run.ci and run.ci[-1]["sha"] == sha else None
 
 
 def _open_attempt(run: Run, sha: str) -> dict[str, Any] | None:
-    last = run.ci[-1] if run.ci else None
-    return last if last and last["sha"] == sha and not last.get("finished_at") else None
+    last = _last_attempt(run, sha)
+    return last if last is not None and not last.get("finished_at") else None
 
 
 async def _evaluate(svc: Services, run_id: str, sha: str) -> str:
     run = await svc.store.get(run_id)
     if run is None or run.status is not RunStatus.VERIFYING or run.head_sha != sha:
         return "stale: the run is not waiting on this commit"
-    last_attempt = run.ci[-1] if run.ci and run.ci[-1]["sha"] == sha else None
+    last_attempt = _last_attempt(run, sha)
     if last_attempt is None:
         return "stale: no CI attempt for this commit"
     now = time.time()
@@ -241,7 +239,7 @@ async def _succeed(svc: Services, run: Run, reading: Reading) -> None:
                          f"{_message(exc)})")
         for number in {run.issue_number, run.pr_number}:
             await gh.rest.issues.async_add_labels(owner, name, number, labels=[DONE_LABEL])
-            await _remove_label(gh, owner, name, number, NEEDS_HUMAN_LABEL)
+            await remove_label(gh, owner, name, number, NEEDS_HUMAN_LABEL)
     await svc.store.log(run.id, "pr", f"pull request #{run.pr_number} is ready for review; "
                         + "; ".join(notes))
     if reading.verdict is Verdict.NO_CI:
@@ -249,18 +247,9 @@ async def _succeed(svc: Services, run: Run, reading: Reading) -> None:
                "nothing verified this change")
     else:
         why = "CI passed" + (f" ({', '.join(reading.passed[:6])})" if reading.passed else "")
-    fresh = await svc.store.get(run.id) or run
-    await stop_run(svc, fresh, RunStatus.DONE,
+    await stop_run(svc, run, RunStatus.DONE,
                    f"pull request #{run.pr_number} is ready for review: {why}")
-    await upsert_pull_request(svc, await svc.store.get(run.id) or fresh)
-
-
-async def _remove_label(gh: Any, owner: str, name: str, number: int, label: str) -> None:
-    try:
-        await gh.rest.issues.async_remove_label(owner, name, number, label)
-    except RequestFailed as exc:
-        if exc.response.status_code != 404:
-            raise
+    await upsert_pull_request(svc, run)
 
 
 def _message(exc: RequestFailed) -> str:
@@ -287,9 +276,8 @@ async def needs_human(svc: Services, run: Run, diagnosis: str) -> None:
     headline = diagnosis.split("\n", 1)[0].removeprefix("**What failed:** ")
     await stop_run(svc, fresh, RunStatus.NEEDS_HUMAN, headline[:300],
                    notify=run.pr_number is None)
-    latest = await svc.store.get(run.id)
-    if latest is not None and latest.pr_number is not None:
-        await upsert_pull_request(svc, latest)
+    if fresh.pr_number is not None:
+        await upsert_pull_request(svc, fresh)
 
 
 # -- fixing ------------------------------------------------------------------------------------
@@ -303,15 +291,12 @@ async def fix_ci(ctx: dict[str, Any], run_id: str, sha: str) -> str:
     owner, name = run.repo.split("/", 1)
     async with svc.github.installation(run.installation_id) as gh:
         snapshot = await cistate.snapshot(gh, owner, name, sha)
-        failing = [r for r in snapshot.runs
-                   if r.app_id != own and r.conclusion in FAILED_CONCLUSIONS]
+        failing, failed_statuses = snapshot.failed(own)
         evidence = await cistate.evidence(gh, owner, name, sha, failing)
-        for status in snapshot.statuses:
-            if status.state in ("failure", "error"):
-                evidence.add(f"status `{status.context}` ({status.state})",
-                             f"{status.description}\n{status.target_url or ''}")
-        names = [r.name for r in failing] + [s.context for s in snapshot.statuses
-                                             if s.state in ("failure", "error")]
+        for status in failed_statuses:
+            evidence.add(f"status `{status.context}` ({status.state})",
+                         f"{status.description}\n{status.target_url or ''}")
+        names = [r.name for r in failing] + [s.context for s in failed_statuses]
         kind = classify(evidence.text, evidence.conclusions)
         tests = failing_tests(evidence.text)
         # One re-run per commit, counted afresh after `/agent retry`.
@@ -366,32 +351,19 @@ async def fix_ci(ctx: dict[str, Any], run_id: str, sha: str) -> str:
 
 async def _note_attempt(svc: Services, run_id: str, sha: str, **fields: Any) -> None:
     def change(run: Run) -> None:
-        if run.ci and run.ci[-1]["sha"] == sha:
-            run.ci[-1].update(fields)
+        if (attempt := _last_attempt(run, sha)) is not None:
+            attempt.update(fields)
 
     await svc.store.update(run_id, change)
 
 
 async def _after_rerun(svc: Services, run: Run, sha: str, names: list[str]) -> str:
-    now = time.time()
-
-    def change(fresh: Run) -> None:
-        if fresh.ci and fresh.ci[-1]["sha"] == sha:
-            fresh.ci[-1].update(rerun=True, action="re-ran the failed jobs without changing "
-                                "code (infrastructure or flaky)")
-        fresh.ci.append({"sha": sha, "started_at": now, "after_rerun": True})
-        fresh.status = RunStatus.VERIFYING
-
-    await svc.store.update(run.id, change)
+    await _note_attempt(svc, run.id, sha, rerun=True, action="re-ran the failed jobs without "
+                        "changing code (infrastructure or flaky)")
     await svc.store.log(run.id, "ci", f"{', '.join(names)} failed with no test, lint or build "
                         "error in the output: re-running the failed jobs once before changing "
                         "any code", sha=sha)
-    settings = svc.settings
-    await evaluate_soon(svc, run.id, sha, f"rerun-{int(now)}",
-                        settings.conductor_ci_settle_seconds)
-    await evaluate_soon(svc, run.id, sha, f"rerun-{int(now)}-timeout",
-                        settings.conductor_no_ci_timeout + 0.5)
-    await tracking.soon(svc, run.id)
+    await begin(svc, run.id)  # a new attempt on the same commit
     return "re-ran the failed jobs"
 
 
@@ -409,8 +381,8 @@ async def _start_fix(svc: Services, run_id: str, sha: str, fix: Plan, diagnosis:
         run.fix_steps = [*run.fix_steps, *(s.id for s in steps)]
         run.diagnosis = diagnosis
         run.status = RunStatus.RUNNING
-        if run.ci and run.ci[-1]["sha"] == sha:
-            run.ci[-1].update(action=f"fix {run.fix_round}: {fix.summary}"[:300],
+        if (attempt := _last_attempt(run, sha)) is not None:
+            attempt.update(action=f"fix {run.fix_round}: {fix.summary}"[:300],
                               fix={"round": run.fix_round, "summary": fix.summary,
                                    "rationale": fix.rationale,
                                    "steps": [s.id for s in steps]})
@@ -428,7 +400,7 @@ async def _start_fix(svc: Services, run_id: str, sha: str, fix: Plan, diagnosis:
 
 
 async def _limits(svc: Services, run: Run) -> Limits:
-    workspace = Workspace.for_repo(svc.data_dir, run.repo, clone_url(svc, run.repo))
+    workspace = workspace_for(svc, run)
     if run.base_sha is None or not (workspace.clone / ".git").exists():
         return Limits()
     config = await load_config(svc, run, workspace, run.base_sha, record_errors=False)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from githubkit.exception import RequestFailed
 
-from app.git import Workspace, git, git_ok
+from app.git import Workspace, git, resolve_commit
 from app.runs import Run
 from app.services import Services
 
@@ -17,6 +17,11 @@ def clone_url(svc: Services, repo: str) -> str:
     return f"{web}/{repo}.git"
 
 
+def workspace_for(svc: Services, run: Run) -> Workspace:
+    """The run's repository on this worker's disk (cloned or not yet)."""
+    return Workspace.for_repo(svc.data_dir, run.repo, clone_url(svc, run.repo))
+
+
 async def synced(svc: Services, run: Run, *, fresher_than: float | None = None,
                  branch: str | None = None) -> tuple[Workspace, str]:
     """The run's repository fetched up to date (or by a fetch that started after
@@ -25,7 +30,7 @@ async def synced(svc: Services, run: Run, *, fresher_than: float | None = None,
     With `branch`, a clone that already has the run's base commit and the branch exactly as
     GitHub has it is used as it is: one API call instead of a fetch."""
     token = await svc.github.installation_token(run.installation_id)
-    workspace = Workspace.for_repo(svc.data_dir, run.repo, clone_url(svc, run.repo))
+    workspace = workspace_for(svc, run)
     if branch is not None and await _current(svc, run, workspace, branch):
         return workspace, token.token
     await workspace.sync(token.token, fresher_than=fresher_than)
@@ -35,7 +40,7 @@ async def synced(svc: Services, run: Run, *, fresher_than: float | None = None,
 async def _current(svc: Services, run: Run, workspace: Workspace, branch: str) -> bool:
     if run.base_sha is None or not (workspace.clone / ".git").exists():
         return False
-    if not await git_ok("cat-file", "-e", f"{run.base_sha}^{{commit}}", cwd=workspace.clone):
+    if await resolve_commit(run.base_sha, workspace.clone) is None:
         return False
     return await branch_head(svc, run, branch) == await remote_branch_head(workspace, branch)
 
@@ -54,9 +59,7 @@ async def branch_head(svc: Services, run: Run, branch: str) -> str | None:
 
 
 async def remote_branch_head(workspace: Workspace, branch: str) -> str | None:
-    out = await git("rev-parse", "--verify", "--quiet", f"refs/remotes/origin/{branch}",
-                    cwd=workspace.clone, check=False)
-    return out.strip() or None
+    return await resolve_commit(f"refs/remotes/origin/{branch}", workspace.clone)
 
 
 async def file_at(workspace: Workspace, commit: str, path: str) -> str | None:
@@ -72,7 +75,6 @@ class HumanCommit:
     author: str
     subject: str
     files: list[str]
-    committed_at: float
 
 
 async def human_commits(workspace: Workspace, base: str, head: str,
@@ -80,17 +82,17 @@ async def human_commits(workspace: Workspace, base: str, head: str,
     """Commits on `base..head` that Conductor did not make (no `Conductor-Run` trailer),
     oldest first: people's work on the branch, to keep and build on."""
     out = await git("log", "--reverse", f"--max-count={limit * 5}",
-                    "--format=%H%x1f%an%x1f%ct%x1f%s%x1f%b%x1e", f"{base}..{head}",
+                    "--format=%H%x1f%an%x1f%s%x1f%b%x1e", f"{base}..{head}",
                     cwd=workspace.clone)
     found: list[HumanCommit] = []
     for record in out.split("\x1e"):
         parts = record.strip("\n").split("\x1f")  # not strip(): \x1f counts as space
-        if len(parts) < 5 or "Conductor-Run:" in parts[4]:
+        if len(parts) < 4 or "Conductor-Run:" in parts[3]:
             continue
         files = await git("diff-tree", "--no-commit-id", "--name-only", "-r", parts[0],
                           cwd=workspace.clone)
-        found.append(HumanCommit(sha=parts[0], author=parts[1], subject=parts[3],
-                                 files=files.split()[:20], committed_at=float(parts[2])))
+        found.append(HumanCommit(sha=parts[0], author=parts[1], subject=parts[2],
+                                 files=files.split()[:20]))
         if len(found) == limit:
             break
     return found

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -84,15 +84,9 @@ async def schedule_run(ctx: dict[str, Any], run_id: str, trigger: str) -> str:
 
 
 async def run_step(ctx: dict[str, Any], run_id: str, step_id: str, attempt: int) -> str:
-    try:
-        return await _guarded(ctx, _run_step(ctx, run_id, step_id, attempt))
-    except Retry:
-        raise
-    except Exception as exc:
-        # Never leave the step "running" behind a failed job: the run would wait forever.
-        await fail_step(ctx["services"], run_id, step_id, attempt,
-                        f"the step's job failed: {_describe(exc)}")
-        raise
+    # Never leave the step "running" behind a failed job: the run would wait forever.
+    return await _or_else(ctx, _run_step(ctx, run_id, step_id, attempt), lambda why: fail_step(
+        ctx["services"], run_id, step_id, attempt, f"the step's job failed: {why}"))
 
 
 def _describe(exc: BaseException) -> str:
@@ -117,12 +111,20 @@ async def _or_give_up(ctx: dict[str, Any], run_id: str, doing: str,
                       work: Awaitable[str]) -> str:
     """Run `work`; if it fails for good, stop the run with the reason rather than leave it
     waiting for a job that will never come back."""
+    return await _or_else(ctx, work, lambda why: give_up_run(
+        ctx["services"], run_id, f"{doing} failed: {why}"))
+
+
+async def _or_else(ctx: dict[str, Any], work: Awaitable[str],
+                   failed: Callable[[str], Awaitable[None]]) -> str:
+    """Run `work` (retrying transient failures); on any other failure call `failed` with
+    its description, then fail the job."""
     try:
         return await _guarded(ctx, work)
     except Retry:
         raise
     except Exception as exc:
-        await give_up_run(ctx["services"], run_id, f"{doing} failed: {_describe(exc)}")
+        await failed(_describe(exc))
         raise
 
 

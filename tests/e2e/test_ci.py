@@ -68,6 +68,13 @@ def first_run(*fix_rules: Rule) -> list[Rule]:
     ]
 
 
+def label_and_wait(stack: Stack, timeout: float, what: str) -> tuple[int, dict[str, Any]]:
+    """Label the subtract issue; its number and the run once it has ended."""
+    number = stack.label_issue("Add subtract", "We need subtract(a, b).")
+    run = stack.wait_for(lambda: run_in(stack, "done", "needs_human", "failed"), timeout, what)
+    return number, run
+
+
 def passing_run() -> list[Rule]:
     """A run whose first push is right: subtract subtracts."""
     return [submits(SUBTRACT_PLAN), reviews_accept(),
@@ -101,9 +108,7 @@ def test_a_red_ci_is_fixed_from_the_job_log_and_the_pr_becomes_ready(tmp_path: P
         *edits("fix1-sub", "return a + b", "return a - b"),
     )
     with Stack(tmp_path, script=script, env=FAST_CI) as stack:
-        number = stack.label_issue("Add subtract", "We need subtract(a, b).")
-        run = stack.wait_for(lambda: run_in(stack, "done", "needs_human", "failed"), 120,
-                             "the run to end")
+        number, run = label_and_wait(stack, 120, "the run to end")
         assert run["status"] == "done", run.get("stop_reason")
 
         # CI failed once, on the first push; the fixer saw the failing job's log.
@@ -180,9 +185,7 @@ def test_a_human_takes_over_then_retry_with_instructions_finishes(tmp_path: Path
         *edits("fix3-sub", "return a // b", "return a - b"),
     )
     with Stack(tmp_path, files=files, script=script, env=FAST_CI) as stack:
-        number = stack.label_issue("Add subtract", "We need subtract(a, b).")
-        run = stack.wait_for(lambda: run_in(stack, "done", "needs_human", "failed"), 90,
-                             "the run to need a human")
+        number, run = label_and_wait(stack, 90, "the run to need a human")
         assert run["status"] == "needs_human", run.get("stop_reason")
         assert [a["verdict"] for a in run["ci"]] == ["red", "red"]
         [pull] = pull_requests(stack)
@@ -245,9 +248,7 @@ def test_a_human_takes_over_then_retry_with_instructions_finishes(tmp_path: Path
 
 def test_a_flaky_failure_is_rerun_without_changing_code(tmp_path: Path) -> None:
     with Stack(tmp_path, script=passing_run(), ci_mode="flaky", env=FAST_CI) as stack:
-        stack.label_issue("Add subtract", "We need subtract(a, b).")
-        run = stack.wait_for(lambda: run_in(stack, "done", "needs_human", "failed"), 90,
-                             "the run to end")
+        _, run = label_and_wait(stack, 90, "the run to end")
         assert run["status"] == "done", run.get("stop_reason")
         assert [a["verdict"] for a in run["ci"]] == ["red", "green"]
         assert run["ci"][0]["sha"] == run["ci"][1]["sha"] == run["head_sha"]
@@ -263,9 +264,7 @@ def test_a_flaky_failure_is_rerun_without_changing_code(tmp_path: Path) -> None:
 
 def test_a_repository_without_ci_gets_a_ready_pr_with_a_note(tmp_path: Path) -> None:
     with Stack(tmp_path, script=first_run(), ci_mode="none", env=FAST_CI) as stack:
-        number = stack.label_issue("Add subtract", "We need subtract(a, b).")
-        run = stack.wait_for(lambda: run_in(stack, "done", "needs_human", "failed"), 60,
-                             "the run to end")
+        number, run = label_and_wait(stack, 60, "the run to end")
         assert run["status"] == "done", run.get("stop_reason")
         assert "nothing verified this change" in run["stop_reason"]
         assert [a["verdict"] for a in run["ci"]] == ["no_ci"]
@@ -291,9 +290,7 @@ def test_lost_ci_webhooks_are_made_up_for_by_the_reconcile_job(tmp_path: Path) -
                ci_command="sleep 3 && python -m pytest -q") as stack:
         for event in ("check_suite", "check_run", "workflow_run"):
             stack.hooks.drop_next(event, "completed", count=None)
-        stack.label_issue("Add subtract", "We need subtract(a, b).")
-        run = stack.wait_for(lambda: run_in(stack, "done", "needs_human", "failed"), 90,
-                             "the run to end")
+        _, run = label_and_wait(stack, 90, "the run to end")
         assert run["status"] == "done", run.get("stop_reason")
         [attempt] = run["ci"]
         assert attempt["verdict"] == "green"
@@ -314,9 +311,7 @@ def test_a_failure_that_is_also_red_on_the_base_branch_is_not_fixed(tmp_path: Pa
         head = stack.state.as_user("alice").push(REPO, "main", {"CHANGES.md": "- x\n"}, "Log")
         stack.wait_for(lambda: [r for r in stack.ci.results if r.head_sha == head], 60,
                        "CI on main")
-        stack.label_issue("Add subtract", "We need subtract(a, b).")
-        run = stack.wait_for(lambda: run_in(stack, "done", "needs_human", "failed"), 90,
-                             "the run to stop")
+        _, run = label_and_wait(stack, 90, "the run to stop")
         assert run["status"] == "needs_human", run.get("stop_reason")
         assert run["base_sha"] == head
         assert not requests_text(stack, "failed CI")  # no fix was attempted
@@ -330,9 +325,7 @@ def test_a_required_check_that_never_reports_is_handed_to_a_human(tmp_path: Path
     script = passing_run()
     with Stack(tmp_path, script=script, env=FAST_CI) as stack:
         stack.state.protect_branch(REPO, "main", contexts=["test", "deploy/preview"])
-        stack.label_issue("Add subtract", "We need subtract(a, b).")
-        run = stack.wait_for(lambda: run_in(stack, "done", "needs_human", "failed"), 90,
-                             "the run to stop")
+        _, run = label_and_wait(stack, 90, "the run to stop")
         assert run["status"] == "needs_human", run.get("stop_reason")
         [attempt] = run["ci"]
         assert attempt["verdict"] == "missing"
