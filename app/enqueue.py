@@ -29,13 +29,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import lz4.block
 import orjson
 from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from app.constants import (
     DELIVERY_KEY,
@@ -72,12 +74,20 @@ _HANDLE_EVENT = str(Job.HANDLE_EVENT)
 _Pending = tuple[tuple[Any, ...], "asyncio.Future[Any]"]
 
 
-class JsonBody:
-    """JSON bytes that pickle as a call to `orjson.loads` on them.
+def inflate_json(data: bytes) -> Any:
+    """The value of LZ4-compressed JSON: what a `JsonBody` unpickles as."""
+    return orjson.loads(lz4.block.decompress(data))
 
-    Pickling a parsed 15 KB payload costs more than parsing it; pickling this costs a copy of
-    the bytes. Unpickling (arq's `pickle.loads` in the worker) parses them, so the job function
-    gets the same dict it would have got from a pickle of the parsed payload.
+
+class JsonBody:
+    """JSON bytes that pickle, compressed, as a call to `inflate_json` on them.
+
+    Pickling a parsed 15 KB payload costs more than parsing it; pickling this costs one LZ4
+    pass (about 8 µs), and what Redis stores, copies into its append-only file and keeps in
+    memory until a worker takes the job shrinks about fivefold (a 13 KB comment event stores
+    as 2.5 KB): for Redis, the bytes of the job are most of the cost of accepting a delivery.
+    Unpickling (arq's `pickle.loads` in the worker) inflates and parses them, so the job
+    function gets the same dict it would have got from a pickle of the parsed payload.
     """
 
     __slots__ = ("data",)
@@ -86,7 +96,17 @@ class JsonBody:
         self.data = data
 
     def __reduce__(self) -> tuple[Any, tuple[bytes]]:
-        return orjson.loads, (self.data,)
+        return inflate_json, (lz4.block.compress(self.data),)
+
+
+def _command(*parts: str | int | bytes) -> bytes:
+    """One Redis command in the protocol's wire format (RESP), as redis-py would send it."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        data = part if isinstance(part, bytes) else (
+            part.encode() if isinstance(part, str) else b"%d" % part)
+        out += (b"$%d\r\n" % len(data), data, b"\r\n")
+    return b"".join(out)
 
 
 class DeliveryQueue:
@@ -190,11 +210,47 @@ class DeliveryQueue:
         return results
 
     async def _pipeline(self, batch: list[_Pending]) -> list[Any]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for command, _ in batch:
-                pipe.evalsha(self.script.sha, 4, *command)
-            results: list[Any] = await pipe.execute(raise_on_error=False)
+        """Send the batch's script calls in one write on one connection, read every answer.
+
+        What `pipeline(transaction=False)` with `raise_on_error=False` does, with the same
+        retries and disconnects on connection errors, but with the commands packed here:
+        redis-py's general packing spent more on a 15 KB argument than the script does.
+        """
+        sha = self.script.sha
+        request = b"".join(_command("EVALSHA", sha, 4, *command) for command, _ in batch)
+        pool = self.redis.connection_pool
+        conn = await pool.get_connection()
+        try:
+            results: list[Any] = await conn.retry.call_with_retry(
+                lambda: self._exchange(conn, request, len(batch)),
+                lambda error: self._failed(conn, error),
+            )
+            return results
+        finally:
+            await pool.release(conn)
+
+    @staticmethod
+    async def _exchange(conn: AbstractConnection, request: bytes, count: int) -> list[Any]:
+        try:
+            await conn.send_packed_command(request)
+            results: list[Any] = []
+            for _ in range(count):
+                try:
+                    results.append(await conn.read_response())
+                except ResponseError as exc:  # this call's error; the others still answer
+                    results.append(exc)
+        except BaseException:
+            # Answers may be left unread (a cancellation, a broken connection): never reuse it.
+            await conn.disconnect(nowait=True)
+            raise
         return results
+
+    @staticmethod
+    async def _failed(conn: AbstractConnection, error: RedisError) -> None:
+        # As redis-py's pipeline: retry only the errors the connection is set to retry.
+        await conn.disconnect()
+        if not isinstance(error, tuple(conn.retry_on_error or ())):
+            raise error
 
 
 def delivery_queue(redis: Redis) -> DeliveryQueue:
