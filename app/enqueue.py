@@ -17,8 +17,8 @@ redelivered after an error.
 The job is the one `enqueue_job(Job.HANDLE_EVENT, delivery, event, kind, payload,
 _job_id=event_job_id(delivery))` would store (`arq.jobs.serialize_job`, same keys, expiry and
 score), so the unchanged arq worker runs it. The one difference is inside the pickle: given the
-request body, the payload is stored as that JSON rather than as a pickle of the parsed dict
-(`JsonBody`), and unpickling parses it back into an equal dict.
+request body, the payload is stored as that JSON, LZ4-compressed, rather than as a pickle of
+the parsed dict (`JsonBody`), and unpickling inflates and parses it back into an equal dict.
 
 Deliveries that arrive while another round trip is under way share the next one: see
 `DeliveryQueue`.
@@ -216,8 +216,8 @@ class DeliveryQueue:
         retries and disconnects on connection errors, but with the commands packed here:
         redis-py's general packing spent more on a 15 KB argument than the script does.
         """
-        sha = self.script.sha
-        request = b"".join(_command("EVALSHA", sha, 4, *command) for command, _ in batch)
+        request = b"".join(_command("EVALSHA", self.script.sha, 4, *command)
+                           for command, _ in batch)
         pool = self.redis.connection_pool
         conn = await pool.get_connection()
         try:
