@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from app.logs import configure_logging
 from app.settings import Settings, SettingsError, load_settings
@@ -20,6 +21,13 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    from app.processes import tune_gc
+
+    tune_gc()  # every import is done and the app built: what the process starts with
+    asyncio.run(main)
+
+
 def _serve(settings: Settings) -> int:
     from app import processes
 
@@ -29,7 +37,7 @@ def _serve(settings: Settings) -> int:
 
         _say(f"Conductor is in setup mode (no GitHub App credentials): open {url}/ to "
              "register or configure the App.")
-        asyncio.run(processes.run(settings, app=create_setup_app(settings), redis_url=None,
+        _run(processes.run(settings, app=create_setup_app(settings), redis_url=None,
                                   with_worker=False))
         return 0
     import workers.main  # noqa: F401  (the worker's imports take seconds: before "listening")
@@ -39,7 +47,7 @@ def _serve(settings: Settings) -> int:
         _say(f"Conductor listening on {url} (bot mode, App {settings.github_app_id}; "
              f"web and worker in one process; {described})")
         _say("Webhook URL path: /api/github/webhooks")
-        asyncio.run(processes.run(settings, app=create_app(settings, redis_url=redis_url),
+        _run(processes.run(settings, app=create_app(settings, redis_url=redis_url),
                                   redis_url=redis_url, with_worker=True))
     return 0
 
@@ -55,7 +63,7 @@ def _web(settings: Settings) -> int:
         return _fail("GITHUB_APP_ID, GITHUB_PRIVATE_KEY and GITHUB_WEBHOOK_SECRET are required "
                      "by `conductor web`; run `conductor serve` once to register the App")
     _say(f"Conductor web listening on http://{settings.host}:{settings.port} (Redis at REDIS_URL)")
-    asyncio.run(processes.run(settings, app=create_app(settings), redis_url=settings.redis_url,
+    _run(processes.run(settings, app=create_app(settings), redis_url=settings.redis_url,
                               with_worker=False))
     return 0
 
@@ -66,9 +74,11 @@ def _worker(settings: Settings) -> int:
     if not settings.redis_url:
         return _fail("REDIS_URL: required by `conductor worker`; set it to a URL such as "
                      "redis://localhost:6379/0, or use `conductor serve`")
+    import workers.main  # noqa: F401  (imported before `_run` freezes what start-up made)
+
     _say(f"Conductor worker started (Redis at REDIS_URL, "
          f"{settings.conductor_worker_concurrency} job slots)")
-    asyncio.run(processes.run(settings, app=None, redis_url=settings.redis_url,
+    _run(processes.run(settings, app=None, redis_url=settings.redis_url,
                               with_worker=True))
     return 0
 

@@ -52,6 +52,7 @@ def bare_server(port: int) -> None:
     app = Starlette(routes=[Route(WEBHOOK_PATH, accept, methods=["POST"])])
     settings = Settings.model_validate({"port": port, "log_level": "warning"})
     configure_logging(settings.log_level)
+    processes.tune_gc()  # as `conductor web` does
     asyncio.run(processes.run(settings, app=app, redis_url=None, with_worker=False))
 
 
