@@ -220,6 +220,19 @@ async def test_a_command_with_a_lone_surrogate_is_queued_not_refused(
     assert deserialize_job(raw).args[3] == comment
 
 
+async def test_an_answer_quoting_a_lone_surrogate_is_written_not_500(
+    client: httpx.AsyncClient,
+) -> None:
+    # The ignore reason quotes the label, the ping answer the zen: neither encodes as UTF-8.
+    response = await post(client, "issues", _labeled("agent:\ud83d"))
+    assert response.status_code == 202
+    assert response.json()["ignored"].startswith("label 'agent:\ud83d' is not the trigger")
+    ping = load_fixture("ping.0.json")
+    ping["zen"] = "half an emoji \ud83d"
+    response = await post(client, "ping", ping)
+    assert response.status_code == 200 and response.json()["zen"] == ping["zen"]
+
+
 async def test_absurdly_deep_json_is_400_not_500(client: httpx.AsyncClient) -> None:
     response = await post(client, "issues", b"[" * 100_000 + b"]" * 100_000)
     assert response.status_code == 400
