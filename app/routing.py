@@ -125,7 +125,8 @@ def _pull_request_review(payload: dict[str, Any], action: Any, me: Identity) -> 
 def _ci_branches(payload: dict[str, Any], key: str) -> list[str]:
     """The branches a CI event names (none when it does not say)."""
     if key == "status":
-        names = [_get(b, "name") for b in payload.get("branches") or []]
+        listed = payload.get("branches")
+        names = [_get(b, "name") for b in listed] if isinstance(listed, list) else []
     elif key == "check_run":
         names = [_get(payload, key, "check_suite", "head_branch")]
     else:

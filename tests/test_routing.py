@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from app.routing import Identity, route
-from tests.conftest import load_fixture
+from tests.conftest import fixture_names, load_fixture
 
 ME = Identity(app_id=4242, bot_login="conductor[bot]", trigger_label="agent:implement")
 
@@ -139,3 +139,26 @@ def test_pull_requests_matter_only_on_conductor_branches() -> None:
     )
     payload["pull_request"]["head"]["ref"] = "conductor/issue-7-fix-login"
     assert route("pull_request", payload, ME).kind == "pull_request"
+
+
+def _places(value: Any) -> Any:
+    """Every (container, key) in a JSON value, lists sampled at their first two items."""
+    items = value.items() if isinstance(value, dict) else enumerate(value[:2])
+    for key, inner in list(items):
+        yield value, key
+        if isinstance(inner, dict | list):
+            yield from _places(inner)
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_any_value_anywhere_in_a_real_payload_routes_without_raising(name: str) -> None:
+    # A webhook handler that raises answers 500; GitHub's payloads change shape over time.
+    payload = load_fixture(name)
+    event = name.split(".")[0]
+    for container, key in list(_places(payload)):
+        original = container[key]
+        for odd in (None, True, -1, 1.5, "", "\ud83d", [], {}, [None], "conductor/x"):
+            container[key] = odd
+            decision = route(event, payload, ME)
+            assert (decision.kind is None) != (decision.ignored is None), (key, odd)
+        container[key] = original
