@@ -30,16 +30,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "webhooks"
 WEBHOOK_PATH = "/api/github/webhooks"
+READER_PATH = "/reader" + WEBHOOK_PATH  # on the bare server: reads the body, then answers
 SECRET = "bench-webhook-secret"
 THROUGHPUT_TARGET, P99_TARGET_MS = 0.7, 25.0
 
 
-# --- the bare target: a module-level Starlette app that only answers 202 ---------------------
+# --- the bare target: a Starlette app that only answers 202 (and the reader reference) -------
 
 def bare_server(port: int) -> None:
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import Response
+    from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
     from app import processes
@@ -49,7 +50,13 @@ def bare_server(port: int) -> None:
     async def accept(request: Request) -> Response:
         return Response(status_code=202)
 
-    app = Starlette(routes=[Route(WEBHOOK_PATH, accept, methods=["POST"])])
+    async def read(request: Request) -> Response:
+        # What any webhook receiver must do at the least: take in the body, answer in JSON.
+        body = await request.body()
+        return JSONResponse({"accepted": True, "bytes": len(body)}, status_code=202)
+
+    app = Starlette(routes=[Route(WEBHOOK_PATH, accept, methods=["POST"]),
+                            Route(READER_PATH, read, methods=["POST"])])
     settings = Settings.model_validate({"port": port, "log_level": "warning"})
     configure_logging(settings.log_level)
     processes.tune_gc()  # as `conductor web` does
@@ -73,8 +80,9 @@ def signed_bodies(secret: bytes) -> list[tuple[bytes, str]]:
 async def generate(spec: dict[str, Any]) -> dict[str, Any]:
     """One phase: closed loop (`rate` 0) or open loop at `rate` req/s, over N connections."""
     port, rate, duration = spec["port"], spec["rate"], spec["duration"]
+    path = spec.get("path", WEBHOOK_PATH)
     # (head up to the delivery id, rest): only the id is added per request in the timed phase.
-    requests = [((f"POST {WEBHOOK_PATH} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n"
+    requests = [((f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n"
                   "content-type: application/json\r\nx-github-event: issue_comment\r\n"
                   f"x-hub-signature-256: {sig}\r\ncontent-length: {len(body)}\r\n"
                   "x-github-delivery: ").encode(), b"\r\n\r\n" + body)
@@ -251,10 +259,13 @@ def bench(args: argparse.Namespace, tmp: Path, procs: list[subprocess.Popen[byte
     d, c = args.duration, args.connections
     rounds = 1 if args.quick else args.rounds
     print(f"closed loop: {c} connections, {d:g} s per target, {rounds} alternating round(s)")
-    results: dict[str, list[dict[str, Any]]] = {"bare": [], "conductor": []}
+    # "reader" is a reference, not a target: the bare server's route that reads the body.
+    results: dict[str, list[dict[str, Any]]] = {"bare": [], "reader": [], "conductor": []}
     for r in range(rounds):
         for name in results:
-            res = run_load(servers[name], ports[name], conductor=name == "conductor",
+            server = "bare" if name == "reader" else name
+            res = run_load(servers[server], ports[server], conductor=name == "conductor",
+                           path=READER_PATH if name == "reader" else WEBHOOK_PATH,
                            prefix=f"max{r}", connections=c, duration=d, rate=0,
                            warmup=min(1.0, d / 4))
             results[name].append(res)
@@ -269,7 +280,7 @@ def bench(args: argparse.Namespace, tmp: Path, procs: list[subprocess.Popen[byte
     print(f"  conductor {fmt(half)}")
 
     errors: Counter[str] = Counter()
-    for res in [*results["bare"], *results["conductor"], half]:
+    for res in [*results["bare"], *results["reader"], *results["conductor"], half]:
         errors.update(res["errors"])
     accepted = sum(res["accepted"] for res in [*results["conductor"], half])
     db = redis_client.Redis.from_url(redis.url)
@@ -285,7 +296,9 @@ def bench(args: argparse.Namespace, tmp: Path, procs: list[subprocess.Popen[byte
     print(f"\n{'target':<10} {'requests/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
     for name, m in [*med.items(), ("half rate", half)]:
         print(f"{name:<10} {m['rps']:>10.0f} {m['p50_ms']:>8.2f} {m['p99_ms']:>8.2f}")
-    print(f"throughput ratio conductor/bare: {ratio:.2f}\n")
+    print(f"throughput ratio conductor/bare: {ratio:.2f}")
+    print(f"(reference: reading the body and answering JSON alone, reader/bare: "
+          f"{med['reader']['rps'] / med['bare']['rps']:.2f})\n")
     p99_ok = half["p99_ms"] < P99_TARGET_MS
     ok = p99_ok and ratio >= THROUGHPUT_TARGET and not errors
     print(f"p99 at half the bare rate: {half['p99_ms']:.2f} ms (target < {P99_TARGET_MS:g}) "
