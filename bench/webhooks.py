@@ -259,14 +259,14 @@ def bench(args: argparse.Namespace, tmp: Path, procs: list[subprocess.Popen[byte
     d, c = args.duration, args.connections
     rounds = 1 if args.quick else args.rounds
     print(f"closed loop: {c} connections, {d:g} s per target, {rounds} alternating round(s)")
-    # "reader" is a reference, not a target: the bare server's route that reads the body.
-    results: dict[str, list[dict[str, Any]]] = {"bare": [], "reader": [], "conductor": []}
+    # Each row: the server it runs against and the path. "reader" is a reference, not a target.
+    rows = {"bare": ("bare", WEBHOOK_PATH), "reader": ("bare", READER_PATH),
+            "conductor": ("conductor", WEBHOOK_PATH)}
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in rows}
     for r in range(rounds):
-        for name in results:
-            server = "bare" if name == "reader" else name
-            res = run_load(servers[server], ports[server], conductor=name == "conductor",
-                           path=READER_PATH if name == "reader" else WEBHOOK_PATH,
-                           prefix=f"max{r}", connections=c, duration=d, rate=0,
+        for name, (server, path) in rows.items():
+            res = run_load(servers[server], ports[server], conductor=server == "conductor",
+                           path=path, prefix=f"max{r}", connections=c, duration=d, rate=0,
                            warmup=min(1.0, d / 4))
             results[name].append(res)
             print(f"  round {r + 1} {name:<9} {fmt(res)}")
