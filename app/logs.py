@@ -22,6 +22,8 @@ _TOKEN_PATTERNS = re.compile(
     r"|\bgh[pousr]_[A-Za-z0-9]{16,}"
     r"|\bgithub_pat_[A-Za-z0-9_]{20,}"
     r"|\bsk-ant-[A-Za-z0-9_\-]{8,}"
+    # A JWT (the App's own, or any bearer JWT): three base64url parts, two of them JSON.
+    r"|\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{16,}"
     r"|(?<=x-access-token:)[^@\s]+"
     r"|(?i:(?<=authorization: )(?:bearer|token|basic) [A-Za-z0-9._~+/=\-]+)",
     re.DOTALL,

@@ -17,6 +17,9 @@ TOKENS = [
     "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
     "sk-ant-api03-abcdefghijklmnop_QRSTUV-wxyz",
     PEM,
+    # An App JWT: it authenticates as the App itself for up to ten minutes.
+    "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJpYXQiOjE3MDAwMDAwMDAsImlzcyI6IjEyMyJ9"
+    ".TJVA95OrM7E2cBab30RMHrHDcEfxjoYZgeFONFh7HgQzVm4ZgpH8nX0b_LOb-OkM9q7Zc",
 ]
 
 
