@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from app.logs import REDACTED, Redactor, configure_logging, get_logger
+from app.logs import _TOKEN_PATTERNS, REDACTED, Redactor, configure_logging, get_logger
 
 PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAxyz\nabc+/=\n-----END RSA PRIVATE KEY-----"
 TOKENS = [
@@ -29,6 +29,22 @@ def test_token_shapes_are_redacted_wherever_they_appear(secret: str) -> None:
     text = f"cloning with {secret} now"
     assert secret not in redactor.scrub(text)
     assert REDACTED in redactor.scrub(text)
+
+
+def test_text_is_searched_for_token_shapes_whenever_one_could_be_there() -> None:
+    # Text without any shape's marker skips the search; it must never skip a real match.
+    samples = [
+        *TOKENS,
+        *(f"{secret.upper()} and {secret.lower()}" for secret in TOKENS),
+        "AUTHORIZATION: Basic eC1hY2Nlc3MtdG9rZW46Z2hzXzE=",
+        "https://x-access-token:abc123def456@github.com/o/r.git",
+        "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC",
+        "ghs_short ghp_ sk-ant- eyJ.eyJ. github_pat_",
+        "issue_comment created for acme/widgets", "",
+    ]
+    redactor = Redactor()
+    for text in samples:
+        assert redactor.scrub(text) == _TOKEN_PATTERNS.sub(REDACTED, text), text
 
 
 def test_configured_secrets_are_redacted_even_without_a_known_shape() -> None:
