@@ -154,11 +154,14 @@ async def handle_check_action(ctx: dict[str, Any], event: Event) -> str:
 
 
 async def run_for(svc: Services, repo: str, number: int) -> Run | None:
-    """The run an issue or pull request comment refers to: the active one, else the latest."""
+    """The run an issue or pull request comment refers to: the issue's active run, else the
+    pull request's run, else the issue's latest run (a stopped run is retried on its issue)."""
     run_id = await svc.store.active_run_id(repo, number)
     if run_id is None:
         value = await svc.redis.get(PR_KEY.format(repo=repo, number=number))
         run_id = value.decode() if isinstance(value, bytes) else value
+    if run_id is None:
+        run_id = await svc.store.latest_run_id(repo, number)
     return await svc.store.get(run_id) if run_id else None
 
 

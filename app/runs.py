@@ -6,6 +6,7 @@ Every write is safe to repeat (jobs run at least once). Keys:
     conductor:run:{id}:steps       hash: step id -> step record (JSON)
     conductor:run:{id}:timeline    list of timeline entries (append-only)
     conductor:issue:{repo}#{n}     the active run of an issue (one at a time)
+    conductor:issue:{repo}#{n}:latest  the issue's latest run, active or not
     conductor:runs                 sorted set of run ids by creation time
     conductor:lock:path:{repo}:{p} per-path locks held by running steps (fenced)
 """
@@ -33,6 +34,7 @@ RUN_LOCK_KEY = "conductor:run:{run_id}:lock"
 PATH_LOCK_KEY = "conductor:lock:path:{repo}:{pattern}"
 FENCE_KEY = "conductor:lock:fence"
 ATTEMPTS_KEY = "conductor:issue:{repo}#{number}:attempts"
+LATEST_KEY = "conductor:issue:{repo}#{number}:latest"
 COMMIT_KEY = "conductor:commit:{repo}:{sha}"  # a commit on a run's branch -> the run
 COMMIT_TTL = 30 * 24 * 3600
 
@@ -158,6 +160,11 @@ class RunStore:
         value = await self.redis.get(ISSUE_KEY.format(repo=repo, number=number))
         return _s(value) if value is not None else None
 
+    async def latest_run_id(self, repo: str, number: int) -> str | None:
+        """The issue's latest run, also once it has ended (its claim is released then)."""
+        value = await self.redis.get(LATEST_KEY.format(repo=repo, number=number))
+        return _s(value) if value is not None else None
+
     async def next_attempt(self, repo: str, number: int) -> int:
         return int(await self.redis.incr(ATTEMPTS_KEY.format(repo=repo, number=number)))
 
@@ -165,6 +172,7 @@ class RunStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(RUN_KEY.format(run_id=run.id), run.to_json(), nx=True)
             pipe.zadd(RUNS_INDEX, {run.id: run.created_at})
+            pipe.set(LATEST_KEY.format(repo=run.repo, number=run.issue_number), run.id)
             await pipe.execute()
 
     async def get(self, run_id: str) -> Run | None:

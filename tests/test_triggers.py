@@ -1,0 +1,171 @@
+"""Odd triggers and commands, as teams hit them: the real handlers against the GitHub emulator
+and a real Redis, fed the payloads the emulator's own webhooks carry."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from arq import create_pool
+
+from app.commands import handle_command
+from app.constants import QUEUE_NAME
+from app.events import Event
+from app.github import GitHubApp
+from app.redis import RedisProcess, arq_settings
+from app.routing import Identity, route
+from app.runs import Run, RunStatus, RunStore
+from app.services import Services
+from app.settings import Settings
+from app.stopping import stop_run
+from app.trigger import start_run
+from tests.emulators.github.testing import Env, running_emulator
+
+REPO = "acme/widgets"
+LABEL = "agent:implement"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    with running_emulator(tmp_path) as running:
+        running.state.create_user("maggie", repos={REPO: "maintain"})
+        yield running
+
+
+@pytest.fixture
+async def svc(env: Env, tmp_path: Path, redis: Any,
+              redis_server: RedisProcess) -> AsyncIterator[Services]:
+    settings = Settings(_env_file=None, github_app_id=env.state.app_id,
+                        github_app_slug=env.state.app.slug,
+                        github_private_key=env.state.private_key(),
+                        github_webhook_secret="secret-0123456789",
+                        github_api_url=env.url, conductor_data_dir=tmp_path / "data",
+                        conductor_env_file=tmp_path / ".env")
+    pool = await create_pool(arq_settings(redis_server.url), default_queue_name=QUEUE_NAME)
+    try:
+        yield Services(settings=settings, redis=pool, store=RunStore(pool),
+                       github=GitHubApp(settings), models=None)
+    finally:
+        await pool.aclose()
+
+
+def identity(env: Env) -> Identity:
+    return Identity(app_id=env.state.app_id, bot_login=env.state.app.bot_login,
+                    trigger_label=LABEL)
+
+
+def last_event(env: Env, name: str, action: str) -> dict[str, Any]:
+    return next(p for e, p in reversed(env.state.events)
+                if e == name and p.get("action") == action)
+
+
+_deliveries = iter(range(1, 1_000_000))
+
+
+async def deliver(env: Env, svc: Services, name: str, payload: dict[str, Any]) -> str:
+    """Route the payload as the webhook endpoint would and run its handler as the worker
+    would; the handler's outcome, or the reason it was ignored."""
+    decision = route(name, payload, identity(env))
+    if decision.kind is None:
+        return f"routed away: {decision.ignored}"
+    handlers = {"start_run": start_run, "command": handle_command}
+    event = Event(delivery_id=f"d-{next(_deliveries):06d}", name=name, kind=decision.kind,
+                  payload=payload)
+    return await handlers[decision.kind]({"services": svc}, event)
+
+
+def bot_comments(env: Env, number: int) -> list[str]:
+    bot = env.state.app.bot_login
+    return [c.body for c in env.state.comments.values()
+            if c.repo_id == env.repo.id and c.issue_number == number and c.user == bot]
+
+
+async def label(env: Env, svc: Services, number: int, as_user: str = "alice") -> str:
+    env.state.as_user(as_user).add_labels(REPO, number, LABEL)
+    kind = "pull_request" if any(p.number == number for p in env.state.pulls.values()
+                                 if p.repo_id == env.repo.id) else "issues"
+    return await deliver(env, svc, kind, last_event(env, kind, "labeled"))
+
+
+async def comment(env: Env, svc: Services, number: int, body: str,
+                  as_user: str = "alice") -> str:
+    env.state.as_user(as_user).comment(REPO, number, body)
+    return await deliver(env, svc, "issue_comment", last_event(env, "issue_comment", "created"))
+
+
+def reactions(env: Env, number: int) -> list[str]:
+    """The bot's reactions on the latest comment on `number`."""
+    latest = max(c.id for c in env.state.comments.values()
+                 if c.repo_id == env.repo.id and c.issue_number == number
+                 and c.user != env.state.app.bot_login)
+    return [r.content for r in env.state.reactions.values()
+            if r.subject == "comment" and r.subject_id == latest]
+
+
+async def started(env: Env, svc: Services, title: str = "Add sub") -> Run:
+    issue = env.state.as_user("alice").open_issue(REPO, title, "Please add sub(a, b).")
+    assert (await label(env, svc, issue.number)).endswith("started")
+    run = await svc.store.get(await svc.store.active_run_id(REPO, issue.number) or "")
+    assert run is not None
+    return run
+
+
+async def stopped(env: Env, svc: Services, status: RunStatus) -> Run:
+    run = await started(env, svc)
+    await stop_run(svc, run, status, "the budget ran out")
+    return run
+
+
+@pytest.mark.parametrize("status", [RunStatus.NEEDS_HUMAN, RunStatus.CANCELLED])
+async def test_retry_on_the_issue_of_a_stopped_run_retries_it(
+    env: Env, svc: Services, status: RunStatus
+) -> None:
+    # The stop notice, on the issue, says to comment `/agent retry`: doing so must work
+    # also when the run stopped before it opened a pull request.
+    run = await stopped(env, svc, status)
+    assert "/agent retry" in bot_comments(env, run.issue_number)[-1]
+    outcome = await comment(env, svc, run.issue_number, "/agent retry keep it small")
+    assert outcome == "retry 1 by alice: plan"
+    assert reactions(env, run.issue_number) == ["eyes", "rocket"]
+    fresh = await svc.store.get(run.id)
+    assert fresh is not None and fresh.status is RunStatus.PLANNING
+    assert fresh.retries[0]["instructions"] == "keep it small"
+    assert await svc.store.active_run_id(REPO, run.issue_number) == run.id
+
+
+async def test_approve_on_the_issue_of_a_finished_run_says_what_it_is(
+    env: Env, svc: Services
+) -> None:
+    run = await stopped(env, svc, RunStatus.NEEDS_HUMAN)
+    assert await comment(env, svc, run.issue_number, "/agent approve") == (
+        "approve: nothing to approve")
+    assert bot_comments(env, run.issue_number)[-1] == (
+        f"@alice run `{run.id}` is not waiting for approval (it is needs human).")
+
+
+async def test_labeling_again_after_a_run_ended_starts_one_new_run(
+    env: Env, svc: Services
+) -> None:
+    run = await stopped(env, svc, RunStatus.NEEDS_HUMAN)
+    alice = env.state.as_user("alice")
+    alice.remove_label(REPO, run.issue_number, LABEL)
+    assert (await label(env, svc, run.issue_number)).endswith("started")
+    second = await svc.store.get(await svc.store.active_run_id(REPO, run.issue_number) or "")
+    assert second is not None and second.id != run.id
+    assert (second.attempt, second.branch) == (2, run.branch + "-2")
+    # Labeling once more while it is active starts nothing.
+    alice.remove_label(REPO, run.issue_number, LABEL)
+    assert (await label(env, svc, run.issue_number)).startswith("ignored: run ")
+    # A retry of the old run now refers to the active one, and cannot make two live runs.
+    assert await comment(env, svc, run.issue_number, "/agent retry") == (
+        "retry refused: the run is active")
+    assert [r.id for r in await svc.store.recent() if r.status.active] == [second.id]
+
+
+async def test_retry_where_there_never_was_a_run(env: Env, svc: Services) -> None:
+    issue = env.state.as_user("alice").open_issue(REPO, "Just a question", "")
+    assert await comment(env, svc, issue.number, "/agent retry") == "no run"
+    assert bot_comments(env, issue.number) == ["@alice there is no Conductor run here."]
+    assert reactions(env, issue.number) == ["eyes", "confused"]
