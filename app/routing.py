@@ -84,10 +84,7 @@ def _issues(payload: dict[str, Any], action: Any, me: Identity) -> Route:
     label = _get(payload, "label", "name")
     if label != me.trigger_label:
         return Route(ignored=f"label '{label}' is not the trigger label '{me.trigger_label}'")
-    if _get(payload, "issue", "pull_request") is not None:
-        return Route(ignored="the trigger label works on issues, not pull requests")
-    if _get(payload, "issue", "state") == "closed":
-        return Route(ignored="the issue is closed")
+    # On a pull request or a closed issue no run starts, but the labeler is told why.
     return Route(kind=START_RUN)
 
 
@@ -109,6 +106,8 @@ def _is_conductor_branch(payload: dict[str, Any]) -> bool:
 
 
 def _pull_request(payload: dict[str, Any], action: Any, me: Identity) -> Route:
+    if action == "labeled" and _get(payload, "label", "name") == me.trigger_label:
+        return Route(kind=START_RUN)  # answered: the label works on issues
     if not _is_conductor_branch(payload):
         return Route(ignored="pull request is not on a conductor/ branch")
     if action not in ("closed", "reopened", "synchronize"):

@@ -1,4 +1,5 @@
 """A labeled issue becomes a run: check who labeled it, claim the issue, acknowledge, plan.
+A labeled pull request or closed issue gets one reply saying why nothing started.
 
 Safe to run twice for one delivery (arq runs jobs at least once): the run id is derived from
 the delivery, the issue claim is compare-and-set, and every GitHub write is find-or-create.
@@ -49,19 +50,40 @@ async def reply_once(svc: Services, delivery: str, installation_id: int, repo: s
         raise
 
 
+def not_startable(event: Event, label: str) -> tuple[str, str] | None:
+    """Why the trigger label on this issue or pull request starts no run, and what to tell
+    the labeler (None when it starts one)."""
+    issue = event.payload.get("issue") or {}
+    if event.name == "pull_request" or issue.get("pull_request") is not None:
+        return "a pull request", (
+            f"the `{label}` label starts Conductor on an issue, not on a pull request: "
+            "label the issue that asks for the change instead. On a pull request Conductor "
+            "opened, comment `/agent retry` to try again.")
+    if issue.get("state") == "closed":
+        return "the issue is closed", (
+            f"issue #{issue.get('number')} is closed, so Conductor did not start. Reopen it, "
+            f"then remove and add the `{label}` label again.")
+    return None
+
+
 async def start_run(ctx: dict[str, Any], event: Event) -> str:
     svc: Services = ctx["services"]
     payload = event.payload
     repo: str = payload["repository"]["full_name"]
-    issue: dict[str, Any] = payload["issue"]
+    issue: dict[str, Any] = payload.get("issue") or payload["pull_request"]
     number: int = issue["number"]
     labeler: str = payload["sender"]["login"]
     installation_id = event.installation_id
     if installation_id is None:
         return "ignored: no installation"
+    label = (payload.get("label") or {}).get("name") or svc.settings.conductor_trigger_label
+    refused = not_startable(event, label)
+    if refused is not None:
+        await reply_once(svc, event.delivery_id, installation_id, repo, number,
+                         f"@{labeler} {refused[1]}")
+        return f"not started: {refused[0]}"
 
     if not await may_steer(svc.redis, svc.github, installation_id, repo, labeler):
-        label = payload.get("label", {}).get("name", svc.settings.conductor_trigger_label)
         await reply_once(
             svc, event.delivery_id, installation_id, repo, number,
             f"@{labeler} thanks — only people with write, maintain or admin permission on "

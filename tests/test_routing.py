@@ -36,12 +36,16 @@ def test_custom_trigger_label() -> None:
     assert route("issues", labeled("agent:implement"), me).ignored is not None
 
 
-def test_label_on_a_closed_issue_or_a_pull_request_is_ignored() -> None:
-    assert route("issues", labeled(state="closed"), ME).ignored == "the issue is closed"
+def test_label_on_a_closed_issue_or_a_pull_request_goes_to_the_worker_to_be_answered() -> None:
+    assert route("issues", labeled(state="closed"), ME).kind == "start_run"
     pr = labeled(pull_request={"url": "https://api.github.com/repos/o/r/pulls/1"})
-    assert route("issues", pr, ME).ignored == (
-        "the trigger label works on issues, not pull requests"
-    )
+    assert route("issues", pr, ME).kind == "start_run"
+    pull = {**load_fixture("pull_request.opened.0.json"), "action": "labeled",
+            "label": {"name": "agent:implement"}}
+    assert route("pull_request", pull, ME).kind == "start_run"
+    pull["label"] = {"name": "bug"}
+    assert route("pull_request", pull, ME).ignored == (
+        "pull request is not on a conductor/ branch")
 
 
 @pytest.mark.parametrize(

@@ -169,3 +169,34 @@ async def test_retry_where_there_never_was_a_run(env: Env, svc: Services) -> Non
     assert await comment(env, svc, issue.number, "/agent retry") == "no run"
     assert bot_comments(env, issue.number) == ["@alice there is no Conductor run here."]
     assert reactions(env, issue.number) == ["eyes", "confused"]
+
+
+async def test_the_label_on_a_pull_request_is_answered_and_starts_nothing(
+    env: Env, svc: Services
+) -> None:
+    env.state.commit_files(REPO, "feature", {"x.py": "X = 1\n"}, "Add x")
+    pull = env.state.as_user("alice").open_pull(REPO, title="Add x", head="feature")
+    assert await label(env, svc, pull.number) == "not started: a pull request"
+    [reply] = bot_comments(env, pull.number)
+    assert reply.startswith("@alice the `agent:implement` label starts Conductor on an issue")
+    assert await svc.store.recent() == []
+    # An `issues` payload whose issue is a pull request is answered the same way.
+    issue = env.state.as_user("alice").open_issue(REPO, "Something", "")
+    payload = last_event(env, "issues", "opened")
+    payload = {**payload, "action": "labeled", "label": {"name": LABEL},
+               "issue": {**payload["issue"], "pull_request": {"url": "x"}}}
+    assert await deliver(env, svc, "issues", payload) == "not started: a pull request"
+    assert len(bot_comments(env, issue.number)) == 1
+
+
+async def test_the_label_on_a_closed_issue_is_answered_and_starts_nothing(
+    env: Env, svc: Services
+) -> None:
+    alice = env.state.as_user("alice")
+    issue = alice.open_issue(REPO, "Old idea", "")
+    alice.close_issue(REPO, issue.number)
+    assert await label(env, svc, issue.number) == "not started: the issue is closed"
+    assert bot_comments(env, issue.number) == [
+        f"@alice issue #{issue.number} is closed, so Conductor did not start. Reopen it, then "
+        "remove and add the `agent:implement` label again."]
+    assert await svc.store.recent() == []
