@@ -1,12 +1,15 @@
 """Who may steer a run: users with write, maintain or admin permission on the repository.
 
-Answers are cached in Redis for a minute: permission changes take effect quickly, and a burst
+Accounts GitHub does not know as users (bots, deleted accounts) have no permission. Answers
+are cached in Redis for a minute: permission changes take effect quickly, and a burst
 of commands does not cost a burst of API calls.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from githubkit.exception import RequestFailed
 
 from app.github import GitHubApp
 
@@ -23,9 +26,16 @@ async def permission(redis: Any, github: GitHubApp, installation_id: int, repo: 
     if cached is not None:
         return cached.decode() if isinstance(cached, bytes) else str(cached)
     owner, name = repo.split("/", 1)
-    async with github.installation(installation_id) as gh:
-        response = await gh.rest.repos.async_get_collaborator_permission_level(owner, name, user)
-    level = response.parsed_data.permission
+    try:
+        async with github.installation(installation_id) as gh:
+            response = await gh.rest.repos.async_get_collaborator_permission_level(
+                owner, name, user)
+        level = response.parsed_data.permission
+    except RequestFailed as exc:
+        # 404 "is not a user": a bot (another App, github-actions) or a deleted account.
+        if exc.response.status_code != 404:
+            raise
+        level = "none"
     await redis.set(key, level, ex=CACHE_SECONDS)
     return level
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from arq import create_pool
+from githubkit import GitHub, TokenAuthStrategy
 
 from app.commands import handle_command
 from app.constants import QUEUE_NAME
@@ -200,3 +201,46 @@ async def test_the_label_on_a_closed_issue_is_answered_and_starts_nothing(
         f"@alice issue #{issue.number} is closed, so Conductor did not start. Reopen it, then "
         "remove and add the `agent:implement` label again."]
     assert await svc.store.recent() == []
+
+
+def other_bot(env: Env) -> tuple[str, GitHub[Any]]:
+    """Another App on the repository (a triage or CI bot): its login and a client acting as it."""
+    app = env.state._new_app(slug="helper", name="Helper", owner="acme", events=[],
+                             permissions={"issues": "write", "metadata": "read"},
+                             webhook_secret=None)
+    installation = env.state.install_app("acme", app=app.id)
+    token = env.state.create_installation_token(installation.id).token
+    return app.bot_login, GitHub(TokenAuthStrategy(token), base_url=env.url,
+                                 ssl_verify=False, http_cache=False)
+
+
+async def test_a_bot_that_labels_or_comments_a_command_gets_a_no_not_a_failed_job(
+    env: Env, svc: Services
+) -> None:
+    # GitHub's permission endpoint answers 404 for a bot (it is not a user).
+    login, helper = other_bot(env)
+    issue = env.state.as_user("alice").open_issue(REPO, "Add sub", "")
+    helper.rest.issues.add_labels("acme", "widgets", issue.number, labels=[LABEL])
+    assert await deliver(env, svc, "issues", last_event(env, "issues", "labeled")) == (
+        f"refused: {login} may not trigger runs")
+    assert bot_comments(env, issue.number)[-1].startswith(f"@{login} thanks — only people")
+    helper.rest.issues.create_comment("acme", "widgets", issue.number, body="/agent retry")
+    assert await deliver(env, svc, "issue_comment",
+                         last_event(env, "issue_comment", "created")) == (
+        f"refused: {login} may not run /agent retry")
+    assert bot_comments(env, issue.number)[-1].startswith(f"@{login} only people with write")
+    assert await svc.store.recent() == []
+
+
+@pytest.mark.parametrize("login", ["rita", "tina"])  # read (as a fork's author), triage
+async def test_commands_from_people_without_write_change_nothing(
+    env: Env, svc: Services, login: str
+) -> None:
+    run = await stopped(env, svc, RunStatus.NEEDS_HUMAN)
+    for verb in ("retry", "cancel", "approve"):
+        assert await comment(env, svc, run.issue_number, f"/agent {verb}", as_user=login) == (
+            f"refused: {login} may not run /agent {verb}")
+    assert bot_comments(env, run.issue_number)[-1].startswith(f"@{login} only people with")
+    assert reactions(env, run.issue_number) == ["eyes", "confused"]
+    fresh = await svc.store.get(run.id)
+    assert fresh is not None and (fresh.status, fresh.retries) == (RunStatus.NEEDS_HUMAN, [])
