@@ -41,6 +41,12 @@ log = get_logger(__name__)
 CONFIG_PATH = ".github/conductor.yml"
 REPO_MAP_CHARS = 24_000
 GUIDANCE_CHARS = 12_000
+# What of the issue reaches the model: GitHub allows 65,536 characters per body, so fifty
+# long comments alone would overflow the context window.
+ISSUE_BODY_CHARS = 30_000
+COMMENT_CHARS = 6_000
+COMMENTS_CHARS = 30_000
+COMMENT_PAGES = 10
 
 
 _configs: dict[tuple[str, str], ConfigResult] = {}
@@ -68,17 +74,35 @@ async def issue_context(svc: Services, run: Run) -> tuple[str, str]:
     owner, name = run.repo.split("/", 1)
     async with svc.github.installation(run.installation_id) as gh:
         issue = (await gh.rest.issues.async_get(owner, name, run.issue_number)).parsed_data
-        comments = items(
-            await gh.rest.issues.async_list_comments(owner, name, run.issue_number, per_page=50)
-        )
-    parts = [untrusted("issue title", issue.title or ""),
-             untrusted("issue body", issue.body or "(empty)")]
-    for comment in comments:
-        if comment.body and "<!-- conductor:" in comment.body:
-            continue  # our own tracking comment
+        comments: list[Any] = []
+        for page in range(1, COMMENT_PAGES + 1):  # oldest first: read on to the latest
+            batch = items(await gh.rest.issues.async_list_comments(
+                owner, name, run.issue_number, per_page=100, page=page))
+            comments += batch
+            if len(batch) < 100:
+                break
+    parts = [untrusted("issue title", clipped(issue.title or "", 1_000)),
+             untrusted("issue body", clipped(issue.body or "(empty)", ISSUE_BODY_CHARS))]
+    shown: list[str] = []
+    room = COMMENTS_CHARS
+    people = [c for c in comments if not (c.body and "<!-- conductor:" in c.body)]
+    for comment in reversed(people):  # the latest say most about what is wanted now
+        text = clipped(comment.body or "", COMMENT_CHARS)
+        if len(text) > room:
+            break
+        room -= len(text)
         author = comment.user.login if comment.user else "unknown"
-        parts.append(untrusted(f"comment by {author}", comment.body or ""))
-    return "\n\n".join(parts), issue.body or ""
+        shown.insert(0, untrusted(f"comment by {author}", text))
+    if len(shown) < len(people):
+        parts.append(f"({len(people) - len(shown)} earlier comments are not shown.)")
+    return "\n\n".join(parts + shown), issue.body or ""
+
+
+def clipped(text: str, limit: int) -> str:
+    """`text`, cut to `limit` characters with a note saying so."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n[… {len(text) - limit} more characters not shown]"
 
 
 def retry_notes(run: Run) -> str:
