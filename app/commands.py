@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app import tracking
+from app.agent import valid_text
 from app.checkrun import RETRY_ID
 from app.constants import Job
 from app.events import Event
@@ -60,7 +61,8 @@ def parse(body: str | None) -> Command | None:
         return None
     raw = (match.group("verb") or "").lower()
     verb = raw if raw in VERBS else ""
-    return Command(verb=verb, text=match.group("rest").strip(), raw_verb=raw)
+    # The text goes to the model and into comments: both need valid UTF-8.
+    return Command(verb=verb, text=valid_text(match.group("rest").strip()), raw_verb=raw)
 
 
 async def _react(gh: Any, owner: str, name: str, comment_id: int, content: str) -> None:

@@ -16,7 +16,7 @@ from app.commands import handle_command
 from app.constants import QUEUE_NAME
 from app.events import Event
 from app.github import GitHubApp
-from app.planning import issue_context
+from app.planning import issue_context, retry_notes
 from app.redis import RedisProcess, arq_settings
 from app.routing import Identity, route
 from app.runs import Run, RunStatus, RunStore
@@ -277,3 +277,21 @@ def test_untrusted_text_cannot_close_its_block_or_forge_a_note() -> None:
     block = untrusted("issue body", INJECTION)
     assert block.count("</untrusted-data>") == 1 and block.endswith("</untrusted-data>")
     assert "<maintainer-note" not in block and "&lt;maintainer-note" in block
+
+
+@pytest.mark.parametrize("odd", ["\ud83d", "\x00"])  # half an emoji; a NUL
+async def test_a_command_with_a_lone_surrogate_or_nul_is_carried_out(
+    env: Env, svc: Services, odd: str
+) -> None:
+    run = await stopped(env, svc, RunStatus.NEEDS_HUMAN)
+    outcome = await comment(env, svc, run.issue_number, f"/agent retry use sub{odd} please")
+    assert outcome == "retry 1 by alice: plan"
+    assert reactions(env, run.issue_number) == ["eyes", "rocket"]
+    fresh = await svc.store.get(run.id)
+    assert fresh is not None and fresh.status is RunStatus.PLANNING
+    # What the planner and GitHub get from it must encode as UTF-8 (their request bodies).
+    instructions = fresh.retries[0]["instructions"]
+    assert instructions.startswith("use sub") and instructions.endswith(" please")
+    assert retry_notes(fresh).encode()
+    goal = untrusted("comment by alice", f"half an emoji: {odd}")
+    assert goal.encode() and "half an emoji: " in goal
