@@ -7,6 +7,7 @@ or not at all.
 from __future__ import annotations
 
 from arq.jobs import Job as ArqJob
+from githubkit.exception import RequestFailed
 
 from app import tracking
 from app.constants import QUEUE_NAME
@@ -20,12 +21,48 @@ log = get_logger(__name__)
 NEEDS_HUMAN_LABEL = "agent:needs-human"
 
 
+# GitHub's answers for an issue that can no longer be written on: locked to the App (403),
+# deleted (404 or 410) or transferred away. Trying again would not help.
+UNWRITABLE = frozenset({403, 404, 410})
+
+
 async def stop_run(svc: Services, run: Run, status: RunStatus, reason: str, *,
                    notify: bool = True) -> None:
     if not run.status.active:
         return
     # GitHub first, the status last: a job that fails in between runs again and finds the
-    # run still active, so a label or the comment is never lost.
+    # run still active, so a label or the comment is never lost. An issue that cannot be
+    # written on any more must not keep the run active forever, though.
+    try:
+        await _tell(svc, run, status, reason, notify)
+    except RequestFailed as exc:
+        await _unwritable(svc, run, exc, "the stop notice")
+
+    def stopped(fresh: Run) -> None:
+        fresh.status = status
+        fresh.stop_reason = reason
+
+    run.status, run.stop_reason = status, reason
+    await svc.store.update(run.id, stopped)
+    await svc.store.log(run.id, "stop", f"{status.value}: {reason}")
+    try:
+        await tracking.refresh(svc, run)
+    except RequestFailed as exc:
+        await _unwritable(svc, run, exc, "the tracking comment")
+    await svc.store.release_issue(run.repo, run.issue_number, run.id)
+    log.info("run stopped", run=run.id, status=status.value, reason=reason)
+
+
+async def _unwritable(svc: Services, run: Run, exc: RequestFailed, what: str) -> None:
+    code = exc.response.status_code
+    if code not in UNWRITABLE:
+        raise exc
+    await svc.store.log(run.id, "github", f"could not write {what} on issue "
+                        f"#{run.issue_number}: GitHub answered {code}")
+    log.warning("issue not writable", run=run.id, status=code, what=what)
+
+
+async def _tell(svc: Services, run: Run, status: RunStatus, reason: str, notify: bool) -> None:
     owner, name = run.repo.split("/", 1)
     async with svc.github.installation(run.installation_id) as gh:
         if status is RunStatus.NEEDS_HUMAN:
@@ -43,17 +80,6 @@ async def stop_run(svc: Services, run: Run, status: RunStatus, reason: str, *,
                 body=f"@{run.triggered_by} Conductor {verb} run `{run.id}`: "
                      f"{neutralise(reason)}{advice}",
             )
-
-    def stopped(fresh: Run) -> None:
-        fresh.status = status
-        fresh.stop_reason = reason
-
-    run.status, run.stop_reason = status, reason
-    await svc.store.update(run.id, stopped)
-    await svc.store.log(run.id, "stop", f"{status.value}: {reason}")
-    await tracking.refresh(svc, run)
-    await svc.store.release_issue(run.repo, run.issue_number, run.id)
-    log.info("run stopped", run=run.id, status=status.value, reason=reason)
 
 
 async def give_up_run(svc: Services, run_id: str, reason: str) -> None:

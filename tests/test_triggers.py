@@ -22,7 +22,7 @@ from app.routing import Identity, route
 from app.runs import Run, RunStatus, RunStore
 from app.services import Services
 from app.settings import Settings
-from app.stopping import stop_run
+from app.stopping import give_up_run, stop_run
 from app.trigger import start_run
 from tests.emulators.github.testing import Env, running_emulator
 
@@ -295,3 +295,26 @@ async def test_a_command_with_a_lone_surrogate_or_nul_is_carried_out(
     assert retry_notes(fresh).encode()
     goal = untrusted("comment by alice", f"half an emoji: {odd}")
     assert goal.encode() and "half an emoji: " in goal
+
+
+def gone(env: Env, number: int, status: int) -> None:
+    """GitHub's answers once the issue is deleted (or, for the comments, transferred)."""
+    for path in (f"/repos/{REPO}/issues/{number}", f"/repos/{REPO}/issues/{number}/*",
+                 f"/repos/{REPO}/issues/comments/*"):
+        env.state.add_fault("status", path=path, status=status, count=None,
+                            message="This issue was deleted" if status == 410 else "Not Found")
+
+
+async def test_a_run_whose_issue_vanished_still_stops_when_its_job_gives_up(
+    env: Env, svc: Services
+) -> None:
+    # No event came (or it was lost): the planning job fails on the 410 and gives up.
+    run = await started(env, svc)
+    gone(env, run.issue_number, 410)
+    await give_up_run(svc, run.id, "planning failed: RequestFailed 410")
+    fresh = await svc.store.get(run.id)
+    assert fresh is not None and fresh.status is RunStatus.NEEDS_HUMAN
+    assert await svc.store.active_run_id(REPO, run.issue_number) is None
+    notes = [e["message"] for e in await svc.store.timeline(run.id) if e["kind"] == "github"]
+    assert [n.split(" on issue")[0] for n in notes] == [
+        "could not write the stop notice", "could not write the tracking comment"]
