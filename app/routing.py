@@ -16,6 +16,7 @@ START_RUN = "start_run"
 COMMAND = "command"
 CI_RESULT = "ci_result"
 PULL_REQUEST = "pull_request"
+ISSUE = "issue"  # closed, deleted or transferred: stops the issue's run
 INSTALLATION = "installation"
 
 BRANCH_PREFIX = "conductor/"
@@ -79,6 +80,8 @@ def route(event: str, payload: dict[str, Any], me: Identity) -> Route:
 
 
 def _issues(payload: dict[str, Any], action: Any, me: Identity) -> Route:
+    if action in ("closed", "deleted", "transferred"):
+        return Route(kind=ISSUE)
     if action != "labeled":
         return Route(ignored=f"issues.{action} is not handled")
     label = _get(payload, "label", "name")

@@ -16,6 +16,7 @@ from app.commands import handle_command
 from app.constants import QUEUE_NAME
 from app.events import Event
 from app.github import GitHubApp
+from app.issue_events import handle_issue
 from app.planning import issue_context, retry_notes
 from app.redis import RedisProcess, arq_settings
 from app.routing import Identity, route
@@ -73,7 +74,7 @@ async def deliver(env: Env, svc: Services, name: str, payload: dict[str, Any]) -
     decision = route(name, payload, identity(env))
     if decision.kind is None:
         return f"routed away: {decision.ignored}"
-    handlers = {"start_run": start_run, "command": handle_command}
+    handlers = {"start_run": start_run, "command": handle_command, "issue": handle_issue}
     event = Event(delivery_id=f"d-{next(_deliveries):06d}", name=name, kind=decision.kind,
                   payload=payload)
     return await handlers[decision.kind]({"services": svc}, event)
@@ -303,6 +304,59 @@ def gone(env: Env, number: int, status: int) -> None:
                  f"/repos/{REPO}/issues/comments/*"):
         env.state.add_fault("status", path=path, status=status, count=None,
                             message="This issue was deleted" if status == 410 else "Not Found")
+
+
+async def issue_event(env: Env, svc: Services, run: Run, action: str) -> str:
+    payload = {**last_event(env, "issues", "labeled"), "action": action,
+               "sender": last_event(env, "issues", "labeled")["sender"]}
+    payload.pop("label")
+    return await handle_issue({"services": svc}, Event(
+        delivery_id=f"d-{next(_deliveries):06d}", name="issues",
+        kind=route("issues", payload, identity(env)).kind or "", payload=payload))
+
+
+async def test_closing_the_issue_before_the_pull_request_stops_the_run(
+    env: Env, svc: Services
+) -> None:
+    run = await started(env, svc)
+    env.state.as_user("maggie").close_issue(REPO, run.issue_number, reason="not_planned")
+    outcome = await deliver(env, svc, "issues", last_event(env, "issues", "closed"))
+    assert outcome == f"stopped run {run.id}: issue #{run.issue_number} was closed by " \
+        "@maggie (0 running steps aborted)"
+    fresh = await svc.store.get(run.id)
+    assert fresh is not None and fresh.status is RunStatus.CANCELLED
+    tracking = bot_comments(env, run.issue_number)[0]
+    assert f"**Cancelled**: issue #{run.issue_number} was closed by" in tracking
+    assert await svc.store.active_run_id(REPO, run.issue_number) is None
+
+
+async def test_closing_the_issue_of_a_run_with_a_pull_request_leaves_it_to_the_pr(
+    env: Env, svc: Services
+) -> None:
+    # Merging the pull request closes the issue ("Closes #N"): that must not cancel the run.
+    run = await started(env, svc)
+    await svc.store.set_fields(run.id, pr_number=99, status=RunStatus.VERIFYING)
+    env.state.as_user("alice").close_issue(REPO, run.issue_number)
+    assert await deliver(env, svc, "issues", last_event(env, "issues", "closed")) == (
+        f"ignored: run {run.id} has pull request #99")
+    fresh = await svc.store.get(run.id)
+    assert fresh is not None and fresh.status is RunStatus.VERIFYING
+
+
+@pytest.mark.parametrize(("action", "status"), [("deleted", 410), ("transferred", 404)])
+async def test_a_deleted_or_transferred_issue_stops_its_run(
+    env: Env, svc: Services, action: str, status: int
+) -> None:
+    run = await started(env, svc)
+    await svc.store.set_fields(run.id, pr_number=99, status=RunStatus.VERIFYING)
+    gone(env, run.issue_number, status)
+    assert (await issue_event(env, svc, run, action)).startswith(f"stopped run {run.id}")
+    fresh = await svc.store.get(run.id)
+    assert fresh is not None and fresh.status is RunStatus.CANCELLED
+    assert await svc.store.active_run_id(REPO, run.issue_number) is None
+    notes = [e["message"] for e in await svc.store.timeline(run.id) if e["kind"] == "github"]
+    assert notes == [f"could not write the tracking comment on issue #{run.issue_number}: "
+                     f"GitHub answered {status}"]
 
 
 async def test_a_run_whose_issue_vanished_still_stops_when_its_job_gives_up(

@@ -17,6 +17,7 @@ from app.finalize import finalize_run as _finalize_run
 from app.git import GitError
 from app.github import GitHubApp, RateLimited
 from app.installations import handle_installation
+from app.issue_events import handle_issue
 from app.logs import configure_logging, get_logger, redactor
 from app.models import ModelClient, ModelUnavailable
 from app.planning import plan_run as _plan_run
@@ -149,6 +150,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         routing.COMMAND: handle_command,
         routing.CI_RESULT: verify.ci_event,
         routing.PULL_REQUEST: handle_pull_request,
+        routing.ISSUE: handle_issue,
     })
     if "services" not in ctx and settings.has_app_credentials:
         github = GitHubApp(settings)
