@@ -372,3 +372,25 @@ async def test_a_run_whose_issue_vanished_still_stops_when_its_job_gives_up(
     notes = [e["message"] for e in await svc.store.timeline(run.id) if e["kind"] == "github"]
     assert [n.split(" on issue")[0] for n in notes] == [
         "could not write the stop notice", "could not write the tracking comment"]
+
+
+async def test_uppercase_command_with_instructions_on_the_lines_below(
+    env: Env, svc: Services
+) -> None:
+    run = await stopped(env, svc, RunStatus.NEEDS_HUMAN)
+    body = "/Agent Retry\n\nKeep `sub` in widgets/ops.py.\n\n> quoted earlier reply"
+    assert await comment(env, svc, run.issue_number, body) == "retry 1 by alice: plan"
+    fresh = await svc.store.get(run.id)
+    assert fresh is not None and fresh.retries[0]["instructions"] == (
+        "Keep `sub` in widgets/ops.py.\n\n> quoted earlier reply")
+
+
+async def test_a_locked_issue_still_gets_its_run_and_tracking_comment(
+    env: Env, svc: Services
+) -> None:
+    # Only people with write access (and Apps with issues: write) may comment on it.
+    issue = env.state.as_user("alice").open_issue(REPO, "Add sub", "")
+    env.state.issues[next(k for k, v in env.state.issues.items()
+                          if v.repo_id == env.repo.id and v.number == issue.number)].locked = True
+    assert (await label(env, svc, issue.number)).endswith("started")
+    assert bot_comments(env, issue.number)[0].startswith("<!-- conductor:tracking")
