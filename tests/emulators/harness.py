@@ -152,6 +152,7 @@ class Stack:
         workdir: str | Path,
         *,
         files: dict[str, str | bytes] | None = None,
+        default_branch: str = "main",
         workers: int = 1,
         job_timeout: int = 20,
         worker_concurrency: int = 4,
@@ -173,7 +174,8 @@ class Stack:
         }
         self.extra_env = dict(env or {})
         self.startup_timeout = startup_timeout
-        self._files = files or PROJECT_FILES
+        self._files = PROJECT_FILES if files is None else files  # {}: an empty repository
+        self._default_branch = default_branch
         self._initial_workers = workers
         self._ci = (ci_command, ci_mode, ci_timeout)
         self._script = script
@@ -204,7 +206,8 @@ class Stack:
         state = GitHubState(self.workdir / "github", app_slug="conductor", app_name="Conductor",
                             app_permissions=permissions, app_events=events)
         self.state = state
-        self.repo: Repo = state.create_repo(REPO, files=self._files)
+        self.repo: Repo = state.create_repo(REPO, files=self._files,
+                                             default_branch=self._default_branch)
         self.installation: Installation = state.install_app("acme")
         for login, role in USERS.items():
             state.create_user(login, repos={REPO: role})
