@@ -179,9 +179,6 @@ class Workspace:
         await git("clone", "--no-checkout", "--", self.clone_url, str(partial), token=token)
         partial.rename(self.clone)
 
-    async def rev_parse(self, ref: str) -> str:
-        return (await git("rev-parse", "--verify", f"{ref}^{{commit}}", cwd=self.clone)).strip()
-
     async def add_worktree(self, name: str, start: str) -> Path:
         """A fresh worktree named `name` at `start`, replacing a stale one left by a crash."""
         async with self.locked():

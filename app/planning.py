@@ -20,6 +20,7 @@ from app.agent import (
 )
 from app.budget import Budget, BudgetExceeded
 from app.constants import Job
+from app.git import git, resolve_commit
 from app.github import items
 from app.guidance import read_guidance, render_guidance
 from app.logs import get_logger
@@ -143,7 +144,12 @@ async def plan_run(ctx: dict[str, Any], run_id: str) -> str:
         return f"run {run_id} already planned"
 
     workspace, _token = await synced(svc, run)
-    base_sha = await workspace.rev_parse(f"refs/remotes/origin/{run.default_branch}")
+    base_sha = await resolve_commit(f"refs/remotes/origin/{run.default_branch}", workspace.clone)
+    if base_sha is None:
+        # Not transient: an empty repository (or a default branch that is gone) stays so
+        # until someone pushes, so say what to do instead of retrying.
+        await stop_run(svc, run, RunStatus.NEEDS_HUMAN, await _no_base_reason(workspace, run))
+        return "stopped: no default branch"
     run.base_sha = base_sha
     await svc.store.save(run)
 
@@ -219,6 +225,16 @@ async def plan_run(ctx: dict[str, Any], run_id: str) -> str:
         return f"run {run_id} awaits approval: {reason}"
     await _continue(svc, run)
     return f"run {run_id} planned: {len(plan.steps)} steps"
+
+
+async def _no_base_reason(workspace: Any, run: Run) -> str:
+    branches = await git("for-each-ref", "--count=1", "--format=%(refname)",
+                         "refs/remotes/origin/", cwd=workspace.clone)
+    if not branches.strip():
+        return (f"{run.repo} has no commits yet, so there is nothing to plan on; push a first "
+                f"commit to `{run.default_branch}`, then label the issue again")
+    return (f"the default branch `{run.default_branch}` has no commits on GitHub; check the "
+            "repository's default branch, then label the issue again")
 
 
 async def _ask(svc: Services, run: Run, agent: Agent, messages: list[dict[str, Any]] | None,
