@@ -182,7 +182,7 @@ class Toolbox:
                   end_line: int | None = None) -> str:
         rel, target = self._path(path)
         text = self._read_text(rel, target, MAX_READ_BYTES)
-        lines = text.splitlines()
+        lines = _lines(text)
         if not lines:
             return f"{rel} is empty."
         first = start_line or 1
@@ -256,7 +256,7 @@ class Toolbox:
         updated = text.replace(old, new, 1)
         self._write(rel, target, updated, create=False)
         start = text[: text.index(old)].count("\n") + 1
-        lines = updated.splitlines()
+        lines = _lines(updated)
         last = min(start + new.count("\n"), start + 19, len(lines))
         if last < start:
             return f"Replaced 1 occurrence in {rel}; the file now has {len(lines)} lines."
@@ -269,7 +269,7 @@ class Toolbox:
             raise ToolError(f"{rel} already exists; change it with str_replace, or "
                             "delete_file it first to replace it entirely.")
         self._write(rel, target, content, create=True)
-        count = len(content.splitlines())
+        count = len(_lines(content))
         return f"Created {rel} ({count} line{'' if count == 1 else 's'})."
 
     def delete_file(self, path: str) -> str:
@@ -413,7 +413,7 @@ class Toolbox:
             if text is None:
                 continue
             searched += 1
-            texts[rel] = text.splitlines()
+            texts[rel] = _lines(text)
             chunks.extend(chunk_text(rel, text, lines=SEARCH_CHUNK_LINES, overlap=0))
         hits = []
         for chunk, _ in SearchIndex(chunks).rank(query, MAX_SEARCH_RESULTS):
@@ -473,6 +473,15 @@ def _decode(data: bytes) -> str | None:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+def _lines(text: str) -> list[str]:
+    """A file's lines as git and editors number them: split on \\n only (str.splitlines also
+    breaks at form feeds, U+2028 and more), each without the \\r of a CRLF ending."""
+    lines = text.split("\n")
+    if lines[-1] == "":  # the final newline ends the last line; no empty line follows it
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
 
 
 def _glob(path: str, pattern: str) -> bool:

@@ -379,6 +379,20 @@ async def test_str_replace_keeps_line_endings_and_mode(worktree: Path) -> None:
     assert script.stat().st_mode & 0o111
 
 
+
+async def test_line_numbers_count_newlines_only(worktree: Path) -> None:
+    # Form feeds (page breaks in old sources) and U+2028 are not line breaks to git or editors.
+    (worktree / "paged.py").write_text("a = 1\n\x0c\nb = '\u2028'\ncount = 3\n")
+    tools = editor(worktree)
+    shown = await tools.execute("read_file", {"path": "paged.py"})
+    assert shown.content == "1\ta = 1\n2\t\x0c\n3\tb = '\u2028'\n4\tcount = 3"
+    result = await tools.execute("str_replace", {"path": "paged.py", "old": "count = 3",
+                                                 "new": "count = 4"})
+    assert result.content == ("Replaced 1 occurrence in paged.py. Lines 4-4 now read:\n"
+                              "4\tcount = 4")
+    found = await tools.execute("search_code", {"query": "count", "path_glob": "paged.py"})
+    assert found.content.startswith("paged.py:4\n  4\tcount = 4\n")
+
 async def test_edit_tools_hold_to_the_step_files(worktree: Path) -> None:
     tools = editor(worktree, allowed=["src/api/**", "tests/test_api.py"])
     refused = await tools.execute("str_replace", {"path": "src/db.py", "old": "connect",
