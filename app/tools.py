@@ -245,6 +245,9 @@ class Toolbox:
             raise ToolError("old is empty; give the exact text to replace.")
         if old == new:
             raise ToolError("old and new are the same, so nothing would change.")
+        if _uses_crlf(text):
+            # read_file shows lines without their \r: match and write the file's own endings.
+            old, new = _crlf(old), _crlf(new)
         count = text.count(old)
         if count == 0:
             raise ToolError(f"old was not found in {rel} (it occurs 0 times); read_file the "
@@ -482,6 +485,14 @@ def _lines(text: str) -> list[str]:
     if lines[-1] == "":  # the final newline ends the last line; no empty line follows it
         lines.pop()
     return [line.removesuffix("\r") for line in lines]
+
+
+def _uses_crlf(text: str) -> bool:
+    return "\r\n" in text and text.count("\r\n") == text.count("\n")
+
+
+def _crlf(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\n", "\r\n")
 
 
 def _glob(path: str, pattern: str) -> bool:

@@ -380,6 +380,25 @@ async def test_str_replace_keeps_line_endings_and_mode(worktree: Path) -> None:
 
 
 
+async def test_str_replace_matches_lines_read_from_a_crlf_file(worktree: Path) -> None:
+    # read_file shows lines without their \r, so the model's multi-line `old` has bare \n.
+    (worktree / "win.bat").write_bytes(b"@echo off\r\necho one\r\necho two\r\n")
+    tools = editor(worktree)
+    shown = await tools.execute("read_file", {"path": "win.bat"})
+    assert shown.content == "1\t@echo off\n2\techo one\n3\techo two"
+    result = await tools.execute("str_replace", {
+        "path": "win.bat", "old": "echo one\necho two", "new": "echo one\necho 2\necho 3"})
+    assert (result.is_error, result.content) == (
+        False, "Replaced 1 occurrence in win.bat. Lines 2-4 now read:\n"
+               "2\techo one\n3\techo 2\n4\techo 3")
+    assert (worktree / "win.bat").read_bytes() == (
+        b"@echo off\r\necho one\r\necho 2\r\necho 3\r\n")
+    # A one-line edit that adds lines to a CRLF file adds CRLF lines.
+    await tools.execute("str_replace", {"path": "win.bat", "old": "@echo off",
+                                        "new": "@echo off\nrem added"})
+    assert (worktree / "win.bat").read_bytes().startswith(b"@echo off\r\nrem added\r\n")
+
+
 async def test_line_numbers_count_newlines_only(worktree: Path) -> None:
     # Form feeds (page breaks in old sources) and U+2028 are not line breaks to git or editors.
     (worktree / "paged.py").write_text("a = 1\n\x0c\nb = '\u2028'\ncount = 3\n")
