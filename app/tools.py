@@ -131,6 +131,7 @@ class Toolbox:
         self._editable = editable
         self._allowed = allowed
         self._names = (*READ_ONLY_TOOLS, *EDIT_TOOLS) if editable else READ_ONLY_TOOLS
+        self._submodules: tuple[str, ...] | None = None  # gitlink paths, read on first edit
 
     def definitions(self) -> list[dict[str, Any]]:
         """The tools in the Messages API `tools` format."""
@@ -160,6 +161,8 @@ class Toolbox:
             return ToolResult(f"Invalid input for {name}: {'; '.join(problems)}.", is_error=True)
         args = dict(tool_input)
         try:
+            if name in EDIT_TOOLS and self._submodules is None:
+                self._submodules = await self._gitlinks()
             if name == "finish_step":
                 finished = self.finish_step(**args)
                 return ToolResult("Step finished.", finished=finished)
@@ -332,6 +335,13 @@ class Toolbox:
                     f"goes through the symbolic link {link}"
                 raise ToolError(f"{rel} {what}; files are never written through symbolic "
                                 "links, so change the real path instead.")
+        submodule = next((s for s in self._submodules or ()
+                          if rel == s or rel.startswith(s + "/")), None)
+        if submodule is not None:
+            # git keeps only a commit id for a submodule: a file written there is not added.
+            raise ToolError(f"{rel} is {'' if rel == submodule else 'inside '}the git "
+                            f"submodule {submodule}, whose files belong to another repository; "
+                            "change files of this repository instead.")
         if self._allowed is not None and not matches_any(rel, self._allowed):
             raise ToolError(f"Refused (outside-step-files): "
                             f"{outside_files_message(rel, self._allowed)}.")
@@ -381,6 +391,11 @@ class Toolbox:
         out = await git("ls-files", "-z", "--cached", "--others", "--exclude-standard",
                         "--deduplicate", cwd=self._root)
         return self._present(sorted({name for name in out.split("\x00") if name}))
+
+    async def _gitlinks(self) -> tuple[str, ...]:
+        out = await git("ls-files", "-z", "--stage", cwd=self._root)
+        return tuple(record.partition("\t")[2] for record in out.split("\x00")
+                     if record.startswith("160000 "))
 
     def _present(self, names: list[str]) -> list[str]:
         # The index still lists files deleted in the worktree but not yet staged.

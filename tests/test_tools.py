@@ -475,6 +475,30 @@ async def test_delete_file(worktree: Path) -> None:
     assert (worktree / "src/db.py").exists()
 
 
+
+async def test_edits_inside_a_submodule_are_refused(tmp_path: Path) -> None:
+    # A worktree holds a submodule as an empty directory; git would not add a file written
+    # there, so the change would vanish from the step's diff without a word.
+    workspace = Workspace(root=tmp_path / "workspace", clone_url="https://example.invalid/r.git")
+    workspace.clone.mkdir(parents=True)
+    await git("init", "--quiet", cwd=workspace.clone)
+    (workspace.clone / "app.py").write_text("A = 1\n")
+    await git("add", "app.py", cwd=workspace.clone)
+    await git("update-index", "--add", "--cacheinfo",
+              f"160000,{'1' * 40},vendor/lib", cwd=workspace.clone)
+    await git("commit", "--quiet", "-m", "initial", cwd=workspace.clone)
+    worktree = await workspace.add_worktree("run-1-step-1", "HEAD")
+    tools = editor(worktree)
+    created = await tools.execute("create_file", {"path": "vendor/lib/x.py", "content": "x\n"})
+    assert (created.is_error, created.content) == (
+        True, "vendor/lib/x.py is inside the git submodule vendor/lib, whose files belong to "
+              "another repository; change files of this repository instead.")
+    deleted = await tools.execute("delete_file", {"path": "vendor/lib"})
+    assert deleted.content.startswith("vendor/lib is the git submodule vendor/lib,")
+    assert not (worktree / "vendor/lib/x.py").exists()
+    elsewhere = await tools.execute("create_file", {"path": "vendor/readme.md", "content": "x"})
+    assert not elsewhere.is_error
+
 # --- finish_step -------------------------------------------------------------------------
 
 
