@@ -89,10 +89,11 @@ async def human_commits(workspace: Workspace, base: str, head: str,
         parts = record.strip("\n").split("\x1f")  # not strip(): \x1f counts as space
         if len(parts) < 4 or "Conductor-Run:" in parts[3]:
             continue
-        files = await git("diff-tree", "--no-commit-id", "--name-only", "-r", parts[0],
+        # -z: names whole and unquoted (spaces, non-ASCII), not git's "caf\303\251.py"
+        files = await git("diff-tree", "--no-commit-id", "--name-only", "-r", "-z", parts[0],
                           cwd=workspace.clone)
         found.append(HumanCommit(sha=parts[0], author=parts[1], subject=parts[2],
-                                 files=files.split()[:20]))
+                                 files=[name for name in files.split("\0") if name][:20]))
         if len(found) == limit:
             break
     return found
