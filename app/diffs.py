@@ -1,5 +1,11 @@
 """A step's change, taken from its worktree as a unified diff, and that diff parsed per file.
 
+Whether a file is binary is decided by its content, as git does for a file without attributes:
+a repository's `.gitattributes` may mark text files `-diff` or `binary` (lockfiles, SVGs, test
+snapshots) to shorten its own diffs, which would hide their lines from the guardrails and the
+reviewer, or mark a binary file `diff`. The clone's `info/attributes`, which git reads before
+any `.gitattributes`, unsets `diff` for every path.
+
 The diff is made without `--binary`: a binary file shows up as git's `Binary files a/x and
 b/x differ` line, which is all the guardrails need (they refuse binary changes), and it keeps
 the text small and readable on the timeline. The commit itself is made from git's index, not
@@ -8,6 +14,7 @@ from this text, so nothing is lost by leaving the binary patch out.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -35,6 +42,7 @@ _MODE_LINES = {
     "new mode ": "new",
 }
 _INDEX_MODE = re.compile(r"^index [0-9a-f]+\.\.[0-9a-f]+ (\d+)$")
+DIFF_ATTRIBUTES = "* !diff\n"
 _ESCAPES = {"a": 7, "b": 8, "t": 9, "n": 10, "v": 11, "f": 12, "r": 13, '"': 34, "\\": 92}
 
 
@@ -81,9 +89,24 @@ class FileChange:
 
 async def worktree_diff(worktree: Path) -> str:
     """Stage everything in the worktree and return the staged change against HEAD."""
+    await _own_diff_attributes(worktree)
     await git("add", "--all", cwd=worktree)
     return await git("-c", "core.quotePath=false", "diff", "--cached", *DIFF_OPTIONS, "HEAD",
                      cwd=worktree)
+
+
+async def _own_diff_attributes(worktree: Path) -> None:
+    common = await git("rev-parse", "--path-format=absolute", "--git-common-dir", cwd=worktree)
+    attributes = Path(common.strip()) / "info" / "attributes"
+    try:
+        if attributes.read_text() == DIFF_ATTRIBUTES:
+            return
+    except FileNotFoundError:
+        attributes.parent.mkdir(exist_ok=True)
+    # Worktrees of one clone share the file: replace it whole, never leave it half-written.
+    partial = attributes.with_name(f"attributes.{os.getpid()}.partial")
+    partial.write_text(DIFF_ATTRIBUTES)
+    partial.replace(attributes)
 
 
 def parse_diff(text: str) -> list[FileChange]:

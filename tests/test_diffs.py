@@ -82,6 +82,23 @@ async def test_binary_files_are_marked(worktree: Path) -> None:
         "logo.png", ChangeStatus.ADDED, True, 0)
 
 
+
+async def test_the_repositorys_diff_attributes_do_not_decide_what_is_binary(
+        tmp_path: Path) -> None:
+    # Repositories mark lockfiles and SVGs `-diff` or `binary` to keep their own diffs short;
+    # Conductor still needs their lines (guardrails, review), and a real binary file must
+    # stay binary however `.gitattributes` labels it.
+    worktree = await repo_worktree(tmp_path, {
+        ".gitattributes": "*.lock -diff\n*.svg binary\n*.dat diff\n",
+        "deps.lock": "a==1\nb==2\n", "icon.svg": "<svg>\n</svg>\n", "blob.dat": "x\n"})
+    (worktree / "deps.lock").write_text("a==1\nb==3\nc==4\n")
+    (worktree / "icon.svg").write_text("<svg>\n<g/>\n</svg>\n")
+    (worktree / "blob.dat").write_bytes(b"\x00\x01\x02")
+    changes = {change.path: change for change in await changes_in(worktree)}
+    assert (changes["deps.lock"].is_binary, changes["deps.lock"].lines) == (False, 3)
+    assert (changes["icon.svg"].is_binary, changes["icon.svg"].lines) == (False, 1)
+    assert changes["blob.dat"].is_binary
+
 async def test_executable_bit_change(worktree: Path) -> None:
     (worktree / "scripts/run.sh").chmod(0o755)
     [change] = await changes_in(worktree)
