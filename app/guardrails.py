@@ -57,6 +57,9 @@ def unsafe_path_reason(path: str) -> str | None:
         return "it contains a NUL byte"
     if "\\" in path:
         return "it contains a backslash"
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in path):
+        # A newline or tab in a name breaks line-based tools, CI scripts and reviews.
+        return "it contains a control character such as a newline or tab"
     if path.startswith("/"):
         return "it is absolute"
     parts = path.split("/")

@@ -19,7 +19,7 @@ from typing import Any
 
 from app.git import GitError, git
 from app.globs import matches, matches_any
-from app.guardrails import outside_files_message
+from app.guardrails import outside_files_message, unsafe_path_reason
 from app.search import Chunk, SearchIndex, chunk_text, query_terms, tokenize
 
 MAX_READ_BYTES = 512_000  # read_file refuses larger files
@@ -327,6 +327,9 @@ class Toolbox:
         rel, target = self._path(path)
         if not rel:
             raise ToolError("Give a file path; the repository root cannot be changed.")
+        reason = unsafe_path_reason(rel)
+        if reason is not None:  # what the guardrails would refuse in the diff anyway
+            raise ToolError(f"{rel!r} cannot be written because {reason}; use a plain path.")
         parts = rel.split("/")
         for depth in range(1, len(parts) + 1):
             if self._root.joinpath(*parts[:depth]).is_symlink():

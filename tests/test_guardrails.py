@@ -110,6 +110,8 @@ async def test_backslash_in_a_file_name_is_a_path_escape(worktree: Path) -> None
     ("a\x00b", "it contains a NUL byte"),
     ("src\\x.py", "it contains a backslash"),
     ("", "it is empty"),
+    ("notes\nREADME.md", "it contains a control character such as a newline or tab"),
+    ("tab\there.py", "it contains a control character such as a newline or tab"),
 ])
 def test_unsafe_path_reasons(path: str, reason: str) -> None:
     assert unsafe_path_reason(path) == reason

@@ -243,6 +243,15 @@ async def test_edits_never_write_through_symlinks(worktree: Path) -> None:
     assert (worktree / "readme_link").is_symlink()
 
 
+
+async def test_new_paths_with_control_characters_are_refused(worktree: Path) -> None:
+    tools = editor(worktree)
+    result = await tools.execute("create_file", {"path": "docs/a\nb.md", "content": "x\n"})
+    assert (result.is_error, result.content) == (
+        True, "'docs/a\\nb.md' cannot be written because it contains a control character "
+              "such as a newline or tab; use a plain path.")
+    assert not (worktree / "docs").exists()
+
 async def test_paths_are_normalised(worktree: Path) -> None:
     result = await editor(worktree).execute("create_file",
                                             {"path": "./src//api/./new.py", "content": "x = 1\n"})
