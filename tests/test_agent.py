@@ -251,6 +251,15 @@ async def test_cut_off_tool_calls_are_not_run(client: ModelClient, stand_in: Ant
     assert result["is_error"] is True and "cut off" in result["content"]
 
 
+async def test_empty_answers_are_nudged_then_the_agent_fails(
+    client: ModelClient, stand_in: AnthropicStandIn, budget: Budget
+) -> None:
+    stand_in.script([Rule(Answer(stop_reason="end_turn"))])  # content: []
+    with pytest.raises(AgentFailed, match="3 times in a row without calling a tool"):
+        await agent(client, Files(), budget, max_nudges=2).run(TASK)
+    assert [e.status for e in stand_in.message_requests()] == [200, 200, 200]
+
+
 async def test_refusal_fails_the_agent(client: ModelClient, stand_in: AnthropicStandIn,
                                        budget: Budget) -> None:
     stand_in.script([Rule(Answer(text="I can't help with that.", stop_reason="refusal"))])

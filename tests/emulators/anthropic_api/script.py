@@ -163,8 +163,11 @@ class Answer:
     def __post_init__(self) -> None:
         if self.fault is not None and (self.text is not None or self.tool_uses):
             raise ValueError("an answer is either a fault or content (text/tool_use), not both")
-        if self.fault is None and self.text is None and not self.tool_uses:
-            raise ValueError("an answer needs text, tool_use or a fault")
+        # The API does sometimes answer with no content at all (`content: []`, `end_turn`);
+        # a script says so by giving the stop reason alone.
+        if (self.fault is None and self.text is None and not self.tool_uses
+                and self.stop_reason is None):
+            raise ValueError("an answer needs text, tool_use, a fault or a stop_reason")
         if self.delay < 0:
             raise ValueError("delay must be >= 0")
 
