@@ -323,7 +323,10 @@ class ModelClient:
                 await budget.record(failed)
             raise
         usage = message.usage
-        content = [_block_param(block) for block in message.content]
+        # The API may answer with an empty text block but refuses one in a request, and
+        # `content` is sent back as the next turn's assistant message.
+        content = [_block_param(block) for block in message.content
+                   if not (block.type == "text" and not block.text)]
         call = record(
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,

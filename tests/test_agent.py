@@ -251,6 +251,23 @@ async def test_cut_off_tool_calls_are_not_run(client: ModelClient, stand_in: Ant
     assert result["is_error"] is True and "cut off" in result["content"]
 
 
+async def test_empty_text_blocks_are_not_sent_back(
+    client: ModelClient, stand_in: AnthropicStandIn, budget: Budget
+) -> None:
+    # The API can answer with an empty text block, and refuses one in a request.
+    stand_in.script([
+        use_tool("read_file", {"path": "README"}, text="", match=Match(call=1)),
+        reply("", match=Match(call=2)),
+        use_tool("finish_step", {"summary": "done"}, match=Match(call=3)),
+    ])
+    finished = await agent(client, Files({"README": "x"}), budget).run(TASK)
+    assert finished.turns == 3
+    assert [e.status for e in stand_in.message_requests()] == [200, 200, 200]
+    sent = stand_in.message_requests()[2].body["messages"]
+    assert all(block.get("text") != "" for message in sent
+               if isinstance(message["content"], list) for block in message["content"])
+
+
 async def test_empty_answers_are_nudged_then_the_agent_fails(
     client: ModelClient, stand_in: AnthropicStandIn, budget: Budget
 ) -> None:
