@@ -23,13 +23,17 @@ from typing import Any, Protocol
 from app.budget import Budget
 from app.models import ModelClient, ModelRequest, ModelResponse, SystemBlock
 
+# Stop reasons of an answer that ended before the model did: its last block may be cut short.
+CUT_OFF = frozenset({"max_tokens", "model_context_window_exceeded"})
+
 
 class TurnLimitExceeded(Exception):
     """The agent used all its turns without calling a terminal tool."""
 
 
 class AgentFailed(Exception):
-    """The agent cannot go on (it keeps answering without tools, or it refused)."""
+    """The agent cannot go on (it keeps answering without tools or being cut off, or it
+    refused)."""
 
 
 class ToolResult(Protocol):
@@ -83,6 +87,7 @@ class Agent:
         budget: Budget | None,
         trace: Mapping[str, Any] | None = None,
         max_nudges: int = 2,
+        max_cut_offs: int = 3,
     ) -> None:
         self.client = client
         self.model = model
@@ -96,6 +101,7 @@ class Agent:
         self.budget = budget
         self.trace = dict(trace or {})
         self.max_nudges = max_nudges
+        self.max_cut_offs = max_cut_offs
         self.messages: list[dict[str, Any]] = []
         self.turns = 0
 
@@ -113,7 +119,7 @@ class Agent:
         return await self._loop()
 
     async def _loop(self) -> Finished:
-        nudges = 0
+        nudges = cut_offs = 0
         while True:
             if self.turns >= self.max_turns:
                 raise TurnLimitExceeded(
@@ -126,6 +132,13 @@ class Agent:
             if response.stop_reason == "refusal":
                 raise AgentFailed(f"the {self.role} agent refused the task: "
                                   f"{response.text[:300]!r}")
+            # Each cut-off answer is paid in full and runs nothing: stop early, not at the
+            # turn limit.
+            cut_offs = cut_offs + 1 if response.stop_reason in CUT_OFF else 0
+            if cut_offs >= self.max_cut_offs:
+                raise AgentFailed(
+                    f"the {self.role} agent's answers were cut off {self._cut_off(response)} "
+                    f"{cut_offs} times in a row; the task may need splitting into smaller pieces")
             if not response.tool_uses:
                 nudges += 1
                 if nudges > self.max_nudges:
@@ -154,10 +167,10 @@ class Agent:
             if terminal is not None:
                 results.append(tool_result(use["id"], f"Not run: {terminal['name']} ended "
                                            "the turn before this call.", is_error=True))
-            elif response.stop_reason == "max_tokens":
-                results.append(tool_result(use["id"], "Not run: the answer was cut off at the "
-                                           "output limit, so this call may be incomplete. "
-                                           "Make smaller calls.", is_error=True))
+            elif response.stop_reason in CUT_OFF:
+                results.append(tool_result(use["id"], "Not run: the answer was cut off "
+                                           f"{self._cut_off(response)}, so this call may be "
+                                           "incomplete. Make smaller calls.", is_error=True))
             else:
                 result = await self._execute_tool(use["name"], use["input"])
                 if use["name"] in self.terminal_tools and not result.is_error:
@@ -177,9 +190,14 @@ class Agent:
     def _terminal_names(self) -> str:
         return " or ".join(sorted(self.terminal_tools))
 
+    def _cut_off(self, response: ModelResponse) -> str:
+        if response.stop_reason == "max_tokens":
+            return f"at the {self.max_tokens:,}-token output limit"
+        return "by the model's context window"
+
     def _nudge(self, response: ModelResponse) -> str:
-        cut = "Your answer was cut off at the output limit. " \
-            if response.stop_reason == "max_tokens" else ""
+        cut = f"Your answer was cut off {self._cut_off(response)}. " \
+            if response.stop_reason in CUT_OFF else ""
         return (f"{cut}Call one of the tools to continue; to end, call "
                 f"{self._terminal_names()}.")
 

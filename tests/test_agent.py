@@ -251,6 +251,33 @@ async def test_cut_off_tool_calls_are_not_run(client: ModelClient, stand_in: Ant
     assert result["is_error"] is True and "cut off" in result["content"]
 
 
+async def test_a_call_cut_off_by_the_context_window_is_not_run(
+    client: ModelClient, stand_in: AnthropicStandIn, budget: Budget
+) -> None:
+    # Newer models stop at the context window rather than at max_tokens; the call is just as
+    # incomplete (here: a file's content cut short).
+    stand_in.script([
+        Rule(Answer(tool_uses=(ToolUse("write_file", {"path": "a.py", "text": "def f(:"}),),
+                    stop_reason="model_context_window_exceeded"), match=Match(call=1)),
+        use_tool("finish_step", {"summary": "done"}, match=Match(call=2)),
+    ])
+    tools = Files()
+    await agent(client, tools, budget).run(TASK)
+    assert tools.files == {}
+    [result] = tool_results(stand_in, 1)
+    assert result["is_error"] is True and "cut off" in result["content"]
+
+
+async def test_answers_cut_off_again_and_again_fail_the_agent_early(
+    client: ModelClient, stand_in: AnthropicStandIn, budget: Budget
+) -> None:
+    stand_in.script([Rule(Answer(tool_uses=(ToolUse("write_file", {"path": "a.py"}),),
+                                 stop_reason="max_tokens"))])
+    with pytest.raises(AgentFailed, match=r"cut off at the 2,000-token output limit 3 times"):
+        await agent(client, Files(), budget, max_turns=10).run(TASK)
+    assert len(stand_in.message_requests()) == 3
+
+
 async def test_empty_text_blocks_are_not_sent_back(
     client: ModelClient, stand_in: AnthropicStandIn, budget: Budget
 ) -> None:
