@@ -4,7 +4,8 @@ typed errors that say what to do, and a record of every call.
 Retries. The SDK's own retry loop is off (`max_retries=0`) and done here instead, because the
 SDK sleeps for whatever `retry-after` the API sends, without a cap, and does not report how
 many retries a call took. Here a call is retried up to `max_retries` times (default 3) on
-408/409/429/5xx/529 and on connection errors, waiting `retry-after-ms`/`retry-after` when the
+408/409/429/5xx/529, on connection errors and on a 200 whose body is not a message (another
+server, or a proxy, answering at the base URL), waiting `retry-after-ms`/`retry-after` when the
 API sends one and otherwise backing off exponentially (0.5 s doubling, at most 8 s, with
 jitter). A wait longer than `max_retry_wait` (default 20 s) is never slept on: the call fails
 at once with `ModelRateLimited`/`ModelUnavailable` carrying `retry_after`, so that the job can
@@ -355,7 +356,11 @@ class ModelClient:
         attempt = 0
         while True:
             try:
-                return await self._sdk.messages.create(**payload), attempt
+                answer: Any = await self._sdk.messages.create(**payload)
+                problem = _not_a_message(answer)
+                if problem is None:
+                    return answer, attempt
+                raise _NotAMessage(problem)
             except anthropic.APIStatusError as exc:
                 error, retry = _status_error(exc, payload["model"])
                 header_wait = _retry_after(exc.response.headers)
@@ -364,6 +369,13 @@ class ModelClient:
                 error, retry, header_wait, cause = ModelUnavailable(
                     f"could not reach the Anthropic API at {self.base_url} ({exc.message}); "
                     "check ANTHROPIC_BASE_URL and the network, or retry later"
+                ), True, None, exc
+            except (_NotAMessage, json.JSONDecodeError) as exc:
+                # Something else answered: another web server at the base URL, or a proxy.
+                error, retry, header_wait, cause = ModelUnavailable(
+                    f"the Anthropic API at {self.base_url} answered with something that is "
+                    f"not a Messages API answer ({_describe(exc)}); check ANTHROPIC_BASE_URL, "
+                    "or retry later (`/agent retry`)"
                 ), True, None, exc
             wait = header_wait if header_wait is not None else self._backoff(attempt)
             if not retry or attempt >= self.max_retries or wait > self.max_retry_wait:
@@ -379,6 +391,26 @@ class ModelClient:
     def _backoff(self, attempt: int) -> float:
         delay = min(self.backoff * 2.0**attempt, self.max_backoff)
         return delay * (1 - 0.25 * random.random())  # noqa: S311 (jitter, not security)
+
+
+class _NotAMessage(Exception):
+    """A successful HTTP answer whose body is not a Messages API message."""
+
+
+def _not_a_message(answer: Any) -> str | None:
+    """What is wrong with a 200 answer that should be a `Message`, or None."""
+    if not isinstance(answer, Message):
+        return f"a {type(answer).__name__} body: {str(answer)[:80]!r}"
+    if not isinstance(answer.content, list) or not isinstance(answer.usage, Usage) or any(
+            not isinstance(getattr(block, "type", None), str) for block in answer.content):
+        return f"no content or usage in {answer.model_dump_json(exclude_none=True)[:80]}"
+    return None
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"a body that is not JSON: {exc.msg} at character {exc.pos}"
+    return redactor.scrub(str(exc))
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -184,6 +185,42 @@ async def test_unreachable_api_is_unavailable() -> None:
     finally:
         await models.aclose()
     assert caught.value.retries == 1
+
+
+NOT_MESSAGES = {
+    "an HTML page": b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 27\r\n"
+                    b"\r\n<html><h1>Welcome</h1></html>"[:-2],
+    "cut JSON": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10\r\n"
+                b"\r\n{\"id\": \"ms",
+    "an empty object": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: 2\r\n\r\n{}",
+}
+
+
+@pytest.mark.parametrize("answer", sorted(NOT_MESSAGES))
+async def test_an_answer_that_is_not_a_message_is_an_unavailable_api(
+    answer: str, budget: Budget, redis: aioredis.Redis
+) -> None:
+    # ANTHROPIC_BASE_URL pointing at some other web server, or a proxy answering for it.
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(NOT_MESSAGES[answer])
+        await writer.drain()
+        writer.close()
+
+    served = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{served.sockets[0].getsockname()[1]}"
+    models = ModelClient(settings(url), max_retries=1, backoff=0.001)
+    try:
+        with pytest.raises(ModelUnavailable, match="not a Messages API answer") as caught:
+            await models.call(ask(), budget=budget, role="planner", trace={})
+    finally:
+        await models.aclose()
+        served.close()
+    assert url in str(caught.value) and "ANTHROPIC_BASE_URL" in str(caught.value)
+    assert caught.value.retries == 1
+    totals = await usage_totals(redis, "run-1")
+    assert (totals.overall.errors, totals.overall.calls) == (1, 0)
 
 
 async def test_unpriced_model_fails_before_sending(client: ModelClient,
