@@ -54,7 +54,7 @@ def test_default_models() -> None:
         result.model_for("wizard")
 
 
-def test_any_claude_model_id_is_accepted() -> None:
+def test_a_dated_snapshot_of_a_known_model_is_accepted() -> None:
     result = parse_repo_config("models:\n  reviewer: claude-sonnet-4-5-20250929\n")
     assert result.errors == []
     assert result.model_for("reviewer") == "claude-sonnet-4-5-20250929"
@@ -119,6 +119,17 @@ def test_unknown_top_level_keys_are_warnings() -> None:
     ]
     assert not result.fatal
     assert result.limits().max_steps == 5
+
+
+def test_a_misspelt_claude_model_is_named_with_its_key_not_at_the_first_call() -> None:
+    # Shaped like a model id, but no model has that name: no call could be priced or made.
+    result = parse_repo_config("models:\n  orchestrator: claude-sonet-5-5\n")
+    assert result.errors == [
+        "models.orchestrator: 'claude-sonet-5-5' is not a known model id; use one such as "
+        "claude-opus-5-5, claude-sonnet-5-5, claude-haiku-5-5",
+    ]
+    assert not result.fatal
+    assert result.model_for("orchestrator") == "claude-opus-5-5"
 
 
 def test_bad_model_falls_back_to_the_default() -> None:
