@@ -36,6 +36,9 @@ log = get_logger(__name__)
 
 
 TRANSIENT_TRIES = 6
+# A model API that asks for a longer wait (a rate limit hours away) stops the run with the
+# wait in its reason, rather than parking it where nobody sees why nothing happens.
+MAX_MODEL_DEFER = 900.0
 
 
 def _backoff(ctx: dict[str, Any], exc: BaseException) -> Retry:
@@ -60,11 +63,16 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, RequestFailed) and exc.response.status_code >= 500
 
 
+def _too_long(exc: BaseException) -> bool:
+    return isinstance(exc, ModelUnavailable) and (exc.retry_after or 0.0) > MAX_MODEL_DEFER
+
+
 async def _guarded(ctx: dict[str, Any], work: Awaitable[str]) -> str:
     try:
         return await work
     except Exception as exc:
-        if _transient(exc) and int(ctx.get("job_try", 1)) < TRANSIENT_TRIES:
+        if (_transient(exc) and not _too_long(exc)
+                and int(ctx.get("job_try", 1)) < TRANSIENT_TRIES):
             raise _backoff(ctx, exc) from exc
         raise
 
@@ -91,7 +99,19 @@ async def run_step(ctx: dict[str, Any], run_id: str, step_id: str, attempt: int)
 
 
 def _describe(exc: BaseException) -> str:
-    return redactor.scrub(f"{type(exc).__name__}: {exc}")[:300]
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ModelUnavailable) and _too_long(exc):
+        assert exc.retry_after is not None
+        text = (f"the Anthropic API asked to wait {_duration(exc.retry_after)} before another "
+                f"call: retry after that ({text})")
+    text = redactor.scrub(text)
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h" + (f" {minutes % 60} min" if minutes % 60 else "") \
+        if minutes >= 60 else f"{minutes} min"
 
 
 async def finalize_run(ctx: dict[str, Any], run_id: str) -> str:

@@ -92,6 +92,18 @@ def test_a_planner_that_keeps_sending_invalid_plans_is_asked_again_then_stopped(
         assert stack.state.git(stack.repo).refs("refs/heads/conductor/") == {}
 
 
+def test_a_rate_limit_asking_for_an_hour_stops_the_run_instead_of_parking_it(
+    tmp_path: Path,
+) -> None:
+    with Stack(tmp_path, script=[fault("rate_limit", retry_after=3600)]) as stack:
+        number = stack.label_issue("Add sub", "")
+        run = stopped(stack)
+        assert run["status"] == "needs_human"
+        body = stop_comment(stack, number)
+        assert "asked to wait 1 h" in body and "rate limit" in body and "/agent retry" in body
+        assert [e.status for e in stack.model.message_requests()] == [429]  # not slept on
+
+
 def test_a_step_whose_api_calls_fail_is_retried_and_its_usage_counted_once(
     tmp_path: Path,
 ) -> None:
