@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -39,6 +40,8 @@ TRANSIENT_TRIES = 6
 # A model API that asks for a longer wait (a rate limit hours away) stops the run with the
 # wait in its reason, rather than parking it where nobody sees why nothing happens.
 MAX_MODEL_DEFER = 900.0
+# Seconds before arq's job timeout at which a run's job stops itself to report why.
+JOB_TIMEOUT_MARGIN = 60.0
 
 
 def _backoff(ctx: dict[str, Any], exc: BaseException) -> Retry:
@@ -141,12 +144,38 @@ async def _or_else(ctx: dict[str, Any], work: Awaitable[str],
     """Run `work` (retrying transient failures); on any other failure call `failed` with
     its description, then fail the job."""
     try:
-        return await _guarded(ctx, work)
+        return await _guarded(ctx, _in_time(ctx, work))
     except Retry:
         raise
     except Exception as exc:
         await failed(_describe(exc))
         raise
+
+
+class JobTimedOut(Exception):
+    """The job did not finish in the time a job is given (CONDUCTOR_JOB_TIMEOUT)."""
+
+
+async def _in_time(ctx: dict[str, Any], work: Awaitable[str]) -> str:
+    """`work`, stopped a little before arq's job timeout. arq cancels a job at the timeout
+    and never runs it again, so `failed` could not say why and the run would wait forever:
+    time out here first, with room left to record the reason."""
+    settings = ctx.get("settings")
+    if settings is None:
+        return await work
+    timeout = float(settings.conductor_job_timeout)
+    limit = timeout - min(JOB_TIMEOUT_MARGIN, timeout / 4)
+    scope = asyncio.timeout(limit)
+    try:
+        async with scope:
+            return await work
+    except TimeoutError:
+        if not scope.expired():
+            raise
+        raise JobTimedOut(
+            f"the job did not finish within {limit:.0f} s, the time a job has "
+            f"(CONDUCTOR_JOB_TIMEOUT={timeout:.0f} s); the model may be answering slowly: "
+            "retry, or raise CONDUCTOR_JOB_TIMEOUT") from None
 
 
 async def refresh_tracking(ctx: dict[str, Any], run_id: str) -> str:

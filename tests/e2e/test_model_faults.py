@@ -21,7 +21,7 @@ from tests.e2e.support import (
     timeline,
     writes,
 )
-from tests.emulators.anthropic_api import Match, fault
+from tests.emulators.anthropic_api import Match, fault, use_tool
 from tests.emulators.harness import PROJECT_FILES, Stack
 
 ONE_STEP = plan(step("add", "implementer", "Add sub", ["widgets/sub.py"]))
@@ -135,3 +135,18 @@ def one_step() -> list[Any]:
     return [submits(ONE_STEP), reviews_accept(),
             *writes("add", "widgets/sub.py", "def sub(a, b):\n    return a - b\n", attempts=2)]
 
+
+
+def test_a_model_answer_slower_than_the_job_timeout_stops_the_run_instead_of_stranding_it(
+    tmp_path: Path,
+) -> None:
+    # arq cancels a job at its timeout and does not run it again: without a reason recorded
+    # first, the run would say "planning" forever.
+    slow = use_tool("submit_plan", ONE_STEP, match=Match(tool="submit_plan"), delay=14)
+    with Stack(tmp_path, script=[slow], job_timeout=10) as stack:
+        number = stack.label_issue("Add sub", "")
+        run = stopped(stack)
+        assert run["status"] == "needs_human"
+        body = stop_comment(stack, number)
+        assert "planning failed" in body and "CONDUCTOR_JOB_TIMEOUT" in body
+        assert run["plan"] is None and not pull_requests(stack)
