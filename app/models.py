@@ -324,10 +324,8 @@ class ModelClient:
                 await budget.record(failed)
             raise
         usage = message.usage
-        # The API may answer with an empty text block but refuses one in a request, and
-        # `content` is sent back as the next turn's assistant message.
-        content = [_block_param(block) for block in message.content
-                   if not (block.type == "text" and not block.text)]
+        blocks = [_block_param(block) for block in message.content]
+        content = [block for block in blocks if _sendable(block)]
         call = record(
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
@@ -337,7 +335,7 @@ class ModelClient:
             stop_reason=message.stop_reason,
             request_id=message._request_id,
             retries=retries,
-            response={"content": _clip(content, RECORDED_OUTPUT_CHARS)},
+            response={"content": _clip(blocks, RECORDED_OUTPUT_CHARS)},
         )
         log.info("model call", role=role, model=request.model, run=run_id,
                  latency_ms=call.latency_ms, input_tokens=call.input_tokens,
@@ -456,6 +454,19 @@ def _status_error(exc: anthropic.APIStatusError, model: str) -> tuple[ModelError
     else:
         error = ModelRequestRejected(f"the Anthropic API rejected the request ({detail})", status)
     return error, retry
+
+
+# Answer blocks that can go back to the API as they are. Requests here enable no server tools,
+# so any other block (a type newer than this client) could not be answered or sent back.
+SENDABLE_BLOCKS = frozenset({"text", "tool_use", "thinking", "redacted_thinking"})
+
+
+def _sendable(block: Mapping[str, Any]) -> bool:
+    """Whether an answer block belongs in the assistant turn sent back. Not an empty text
+    block: the API may answer with one but refuses one in a request."""
+    if block.get("type") == "text":
+        return bool(block.get("text"))
+    return block.get("type") in SENDABLE_BLOCKS
 
 
 def _block_param(block: Any) -> dict[str, Any]:

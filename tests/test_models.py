@@ -223,6 +223,50 @@ async def test_an_answer_that_is_not_a_message_is_an_unavailable_api(
     assert (totals.overall.errors, totals.overall.calls) == (1, 0)
 
 
+async def test_block_types_this_client_cannot_send_back_are_kept_out_of_the_turn(
+    budget: Budget, redis: aioredis.Redis
+) -> None:
+    # A newer API: a block type and fields this SDK does not know, next to ones it does.
+    message = {
+        "id": "msg_1", "type": "message", "role": "assistant", "model": MODEL,
+        "content": [
+            {"type": "thinking", "thinking": "Read it first.", "signature": "c2ln"},
+            {"type": "mind_map", "nodes": ["a", "b"]},
+            {"type": "text", "text": "Reading.", "tone": "calm"},
+            {"type": "tool_use", "id": "toolu_1", "name": "read_file", "input": {"path": "a"}},
+        ],
+        "stop_reason": "tool_use", "stop_sequence": None, "pondering": {"depth": 3},
+        "usage": {"input_tokens": 10, "output_tokens": 20, "cache_creation_input_tokens": 0,
+                  "cache_read_input_tokens": 0, "pondering_tokens": 5},
+    }
+    body = json.dumps(message).encode()
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(head.encode() + b"\r\n\r\n" + body)
+        await writer.drain()
+        writer.close()
+
+    served = await asyncio.start_server(handle, "127.0.0.1", 0)
+    models = ModelClient(settings(f"http://127.0.0.1:{served.sockets[0].getsockname()[1]}"))
+    try:
+        response = await models.call(ask(), budget=budget, role="implementer", trace={})
+    finally:
+        await models.aclose()
+        served.close()
+    assert response.content == [
+        {"type": "thinking", "thinking": "Read it first.", "signature": "c2ln"},
+        {"type": "text", "text": "Reading."},
+        {"type": "tool_use", "id": "toolu_1", "name": "read_file", "input": {"path": "a"}},
+    ]
+    assert response.cost_usd == pytest.approx((10 * 3 + 20 * 15) / 1_000_000)
+    [recorded] = await model_calls(redis, "run-1")
+    assert recorded.response is not None
+    assert [b["type"] for b in recorded.response["content"]] == [
+        "thinking", "mind_map", "text", "tool_use"]
+
+
 async def test_unpriced_model_fails_before_sending(client: ModelClient,
                                                    stand_in: AnthropicStandIn) -> None:
     with pytest.raises(UnknownModelPrice):
