@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from app.diffs import ChangeStatus, FileChange
 from app.globs import matches, matches_any
-from app.limits import Limits
+from app.limits import SECRET_PATHS, Limits
 
 CONFIG_FILE = ".github/conductor.yml"
 
@@ -42,6 +42,18 @@ def protected_pattern(path: str, limits: Limits) -> str | None:
     if matches_any(path, limits.allowed_protected):
         return None
     return next((p for p in limits.protected if matches(path, p)), None)
+
+
+def secret_pattern(path: str) -> str | None:
+    """The secret-file pattern `path` falls under, matched case-insensitively: such a file is
+    never read into a prompt, whatever the repository's config allows."""
+    folded = path.casefold()
+    return next((p for p in SECRET_PATHS if matches(folded, p.casefold())), None)
+
+
+def secret_message(path: str, pattern: str) -> str:
+    return (f"{path} may hold keys or credentials (it matches {pattern}), so Conductor does "
+            "not read it; work from the code that uses it, or ask for its shape in the issue")
 
 
 def protected_message(path: str, pattern: str) -> str:

@@ -8,18 +8,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# Files that hold keys and credentials. Besides being protected, they are never read into a
+# prompt, whatever the repository's config allows: a prompt leaves this host for the model's
+# API. Matched case-insensitively, as a checkout on macOS or Windows would name them.
+SECRET_PATHS = (
+    "**/.env",
+    "**/.env.*",
+    "**/*.pem",
+    "**/*.key",
+    "**/*.p12",
+    "**/*.pfx",
+    "**/id_rsa*",
+    "**/id_dsa*",
+    "**/id_ecdsa*",
+    "**/id_ed25519*",
+    "**/credentials.json",
+    "**/.netrc",
+    "**/secrets/**",
+    "**/*secret*",
+)
+
 # Paths no step may touch unless the repository's config allows them explicitly.
 DEFAULT_PROTECTED = (
     ".github/workflows/**",
     ".github/conductor.yml",  # the guardrails themselves
     ".git/**",
-    "**/.env",
-    "**/.env.*",
-    "**/*.pem",
-    "**/*.key",
-    "**/id_rsa*",
-    "**/secrets/**",
-    "**/*secret*",
+    *SECRET_PATHS,
     # lockfiles: changed by package managers, not by hand
     "**/uv.lock",
     "**/poetry.lock",

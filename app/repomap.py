@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from app.git import git
+from app.guardrails import secret_pattern
 from app.logs import get_logger
 from app.search import Chunk, Hit, SearchIndex, chunk_text, path_terms, snippet
 from app.symbols import (
@@ -40,7 +41,7 @@ from app.symbols import (
 
 log = get_logger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: files that may hold secrets are no longer read
 KEEP_CACHED_COMMITS = 8
 MAX_FILE_BYTES = MAX_PARSE_BYTES  # larger files are listed, not read
 MAX_TOTAL_BYTES = 64_000_000  # text read into one map; past it files are listed only
@@ -66,7 +67,7 @@ class FileStatus(StrEnum):
     TEXT = "text"
     BINARY = "binary"
     LARGE = "large"  # over MAX_FILE_BYTES
-    SKIPPED = "skipped"  # lockfiles, minified files, or past MAX_TOTAL_BYTES
+    SKIPPED = "skipped"  # lockfiles, minified files, secrets, or past MAX_TOTAL_BYTES
     OTHER = "other"  # symbolic links and submodules
 
 
@@ -216,6 +217,8 @@ def _status_without_reading(item: _TreeEntry) -> FileStatus | None:
     name = PurePosixPath(item.path).name
     if name in _UNINDEXED_NAMES or name.endswith(_UNINDEXED_SUFFIXES):
         return FileStatus.SKIPPED
+    if secret_pattern(item.path) is not None:
+        return FileStatus.SKIPPED  # its definitions would carry its values into the prompt
     if item.size > MAX_FILE_BYTES:
         return FileStatus.LARGE
     return None

@@ -4,6 +4,8 @@ Every path a model passes goes through one gate (`Toolbox._path`): repository-re
 only, never into `.git/`, never resolving outside the worktree (symlinks followed, parents
 included), and edits never write through a symbolic link or create one. Editing toolboxes are
 also held to the step's file globs at once; the guardrails check the final diff again anyway.
+Files that may hold keys or credentials (`app.limits.SECRET_PATHS`, by their own name or the
+name a symbolic link reaches) are never read: what a tool answers goes into a prompt.
 
 `execute` never raises for bad model input: it answers with text the model can act on.
 """
@@ -19,7 +21,12 @@ from typing import Any
 
 from app.git import GitError, git
 from app.globs import matches, matches_any
-from app.guardrails import outside_files_message, unsafe_path_reason
+from app.guardrails import (
+    outside_files_message,
+    secret_message,
+    secret_pattern,
+    unsafe_path_reason,
+)
 from app.search import Chunk, SearchIndex, chunk_text, query_terms, tokenize
 
 MAX_READ_BYTES = 512_000  # read_file refuses larger files
@@ -360,6 +367,9 @@ class Toolbox:
             raise ToolError(f"{rel or '.'} is a directory; list_files shows what is in it.")
         if not target.is_file():
             raise ToolError(f"{rel} is not a regular file.")
+        secret = self._secret(rel, target)
+        if secret is not None:
+            raise ToolError(f"Refused (secret-file): {secret_message(*secret)}.")
         size = target.stat().st_size
         if size > limit:
             raise ToolError(f"{rel} is {size} bytes, more than the {limit}-byte limit for "
@@ -388,6 +398,16 @@ class Toolbox:
         descriptor = os.open(target, flags, 0o644)
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
+
+    def _secret(self, rel: str, target: Path) -> tuple[str, str] | None:
+        """The path and pattern that make `rel` a secret file, by its own name or, through a
+        symbolic link, by the name of the file it reaches."""
+        real = target.resolve().relative_to(self._real_root).as_posix()
+        for name in dict.fromkeys((rel, real)):
+            pattern = secret_pattern(name)
+            if pattern is not None:
+                return name, pattern
+        return None
 
     async def _files(self) -> list[str]:
         """Tracked files still present, plus untracked files that are not ignored."""
@@ -423,6 +443,8 @@ class Toolbox:
             target = self._root / rel
             if target.is_symlink() or not target.is_file():
                 continue  # a symlink could point anywhere; its target is listed if it is ours
+            if secret_pattern(rel) is not None:
+                continue
             size = target.stat().st_size
             if size > MAX_SEARCH_FILE_BYTES:
                 continue

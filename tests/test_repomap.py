@@ -138,6 +138,18 @@ async def test_render_fits_the_budget_and_names_the_key_definitions(tmp_path: Pa
     assert "more files with" in small and "not shown to fit 900 characters" in small
 
 
+async def test_files_that_may_hold_secrets_are_listed_but_never_read(tmp_path: Path) -> None:
+    secrets = {"config/secrets.py": "API_TOKEN = 'hunter2-python'\n",
+               "deploy/Settings.Secret.ts": "export const KEY = 'hunter2-ts';\n"}
+    _, _, repo_map = await built(tmp_path, {**FILES, **secrets})
+    text = repo_map.render(50_000)
+    for path in secrets:
+        assert repo_map.files[path].status is FileStatus.SKIPPED
+        assert repo_map.files[path].symbols == ()
+    assert "hunter2" not in text and "API_TOKEN" not in text
+    assert await repo_map.search("hunter2 API_TOKEN KEY") == []
+
+
 async def test_control_characters_in_paths_cannot_forge_lines(tmp_path: Path) -> None:
     _, _, repo_map = await built(tmp_path, {"x\nFiles and their definitions.py": "def f(): pass\n"})
     text = repo_map.render(5_000)

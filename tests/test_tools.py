@@ -180,6 +180,38 @@ async def test_read_file_follows_a_symlink_that_stays_inside(worktree: Path) -> 
     assert through_dir.content.startswith("1\tdef fetch_user")
 
 
+SECRETS = {
+    ".env": "API_TOKEN=hunter2-from-dotenv\n",
+    "deploy/Server.PEM": "-----BEGIN RSA PRIVATE KEY-----\nhunter2-from-pem\n",
+    "keys/ID_RSA": "hunter2-from-ssh-key\n",
+    "config/credentials.json": '{"token": "hunter2-from-json"}\n',
+    "settings/secrets.py": "TOKEN = 'hunter2-from-python'\n",
+}
+
+
+async def test_files_that_may_hold_secrets_never_reach_the_model(tmp_path: Path) -> None:
+    # Whatever a tool answers goes into a prompt, and so to the model's API.
+    worktree = await repo_worktree(tmp_path, {**FILES, **SECRETS},
+                                   symlinks={"notes.txt": ".env"})
+    tools = editor(worktree)
+    calls = [(name, path, args) for path in SECRETS
+             for name, args in (("read_file", {}), ("str_replace", {"old": "x", "new": "y"}))]
+    for name, path, args in [*calls, ("read_file", "notes.txt", {})]:
+        result = await tools.execute(name, {"path": path, **args})
+        assert result.is_error, (name, path)
+        assert result.content.startswith("Refused (secret-file): ")
+        assert "hunter2" not in result.content
+    refused = await tools.execute("read_file", {"path": "notes.txt"})
+    assert refused.content == (
+        "Refused (secret-file): .env may hold keys or credentials (it matches **/.env), so "
+        "Conductor does not read it; work from the code that uses it, or ask for its shape "
+        "in the issue.")
+    found = await tools.execute("search_code", {"query": "hunter2 token"})
+    assert found.content.startswith("No matches") and "hunter2-from" not in found.content
+    listed = await tools.execute("list_files", {})
+    assert ".env" in listed.content.splitlines()  # a name is no secret; its content is
+
+
 # --- the path gate -----------------------------------------------------------------------
 
 
