@@ -27,6 +27,7 @@ from app.git import git
 
 SYMLINK_MODE = "120000"
 EXECUTABLE_MODE = "100755"
+GITLINK_MODE = "160000"  # a submodule: a commit id of another repository
 
 # Options that keep the output in one shape whatever the user's or repository's git config
 # says: fixed a/ b/ prefixes, no colour, no external diff or textconv drivers, UTF-8 paths.
@@ -76,6 +77,16 @@ class FileChange:
     def is_symlink(self) -> bool:
         """The change leaves a symbolic link at `path` (added, changed or turned into one)."""
         return self.new_mode == SYMLINK_MODE
+
+    @property
+    def is_gitlink(self) -> bool:
+        """The change adds or moves a submodule's commit, or turns a path into one."""
+        return self.new_mode == GITLINK_MODE
+
+    @property
+    def made_executable(self) -> bool:
+        """The file is executable after the change and was not before (or is new)."""
+        return self.new_mode == EXECUTABLE_MODE and self.old_mode != EXECUTABLE_MODE
 
     @property
     def mode_changed(self) -> bool:

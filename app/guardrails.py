@@ -38,17 +38,24 @@ def outside_files_message(path: str, step_files: Iterable[str]) -> str:
 
 
 def protected_pattern(path: str, limits: Limits) -> str | None:
-    """The protected pattern `path` falls under, unless the repository allowed it."""
-    if matches_any(path, limits.allowed_protected):
+    """The protected pattern `path` falls under, unless the repository allowed it.
+
+    Matched case-insensitively: on a macOS or Windows checkout `.GitHub/Workflows/ci.yml`
+    and `.ENV` are the files the patterns protect.
+    """
+    if any(_folded_match(path, p) for p in limits.allowed_protected):
         return None
-    return next((p for p in limits.protected if matches(path, p)), None)
+    return next((p for p in limits.protected if _folded_match(path, p)), None)
+
+
+def _folded_match(path: str, pattern: str) -> bool:
+    return matches(path.casefold(), pattern.casefold())
 
 
 def secret_pattern(path: str) -> str | None:
     """The secret-file pattern `path` falls under, matched case-insensitively: such a file is
     never read into a prompt, whatever the repository's config allows."""
-    folded = path.casefold()
-    return next((p for p in SECRET_PATHS if matches(folded, p.casefold())), None)
+    return next((p for p in SECRET_PATHS if _folded_match(path, p)), None)
 
 
 def secret_message(path: str, pattern: str) -> str:
@@ -123,6 +130,16 @@ def _check_change(change: FileChange, step_files: list[str], limits: Limits) -> 
         found.append(Violation("path-escape", change.path,
                                f"{change.path} is a symbolic link (mode 120000), which steps "
                                "may not add or change; write a regular file instead"))
+    if change.is_gitlink:
+        found.append(Violation("submodule", change.path,
+                               f"{change.path} is a git submodule (mode 160000), which steps "
+                               "may not add or change; change files of this repository "
+                               "instead"))
+    if change.made_executable:
+        # CI and people run executable files; a step has no tool that sets the mode.
+        found.append(Violation("file-mode", change.path,
+                               f"{change.path} would become executable (mode 100755), which "
+                               "steps may not do; leave the file's mode as it was"))
     if change.is_binary and change.status is not ChangeStatus.DELETED:
         found.append(Violation("binary-file", change.path,
                                f"{change.path} is a binary file, and steps may only change "

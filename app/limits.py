@@ -33,6 +33,10 @@ DEFAULT_PROTECTED = (
     ".github/workflows/**",
     ".github/conductor.yml",  # the guardrails themselves
     ".git/**",
+    # where submodules come from, and how git and GitHub show files: `-diff` or
+    # `linguist-generated` folds a file's changes away in the pull request's review
+    ".gitmodules",
+    "**/.gitattributes",
     *SECRET_PATHS,
     # lockfiles: changed by package managers, not by hand
     "**/uv.lock",

@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 
 from app.diffs import ChangeStatus, FileChange, parse_diff, worktree_diff
+from app.git import git
 from app.guardrails import (
     RunTotals,
     Violation,
     check_step_diff,
     feedback_for_model,
+    protected_message,
     unsafe_path_reason,
 )
 from app.limits import Limits
@@ -76,6 +78,48 @@ async def test_protected_path_names_the_pattern_and_how_to_allow_it(worktree: Pa
         "protected_paths.allow in .github/conductor.yml)")]
     allowed = Limits(allowed_protected=(".github/workflows/**",))
     assert await check(worktree, limits=allowed, step=[".github/**"]) == []
+
+
+@pytest.mark.parametrize(("path", "pattern"), [
+    (".GitHub/Workflows/ci.yml", ".github/workflows/**"),  # one folder on macOS and Windows
+    ("src/api/.ENV", "**/.env"),
+    ("src/api/Deploy.PEM", "**/*.pem"),
+    (".gitmodules", ".gitmodules"),  # where submodules are fetched from
+    ("src/api/.gitattributes", "**/.gitattributes"),  # `-diff` folds changes out of review
+])
+async def test_protected_paths_whatever_their_case(worktree: Path, path: str,
+                                                    pattern: str) -> None:
+    (worktree / path).parent.mkdir(parents=True, exist_ok=True)
+    (worktree / path).write_text("x = 1\n")
+    assert await check(worktree, step=["**"]) == [
+        Violation("protected-path", path, protected_message(path, pattern))]
+    allowed = Limits(allowed_protected=(pattern,))
+    assert await check(worktree, limits=allowed, step=["**"]) == []
+
+
+async def test_a_file_made_executable_is_refused(worktree: Path) -> None:
+    (worktree / "src/api/users.py").chmod(0o755)
+    (worktree / "src/api/run.sh").write_text("#!/bin/sh\n")
+    (worktree / "src/api/run.sh").chmod(0o755)
+    assert [(v.rule, v.path) for v in await check(worktree)] == [
+        ("file-mode", "src/api/run.sh"), ("file-mode", "src/api/users.py")]
+    (worktree / "src/api/users.py").chmod(0o644)  # back as it was: allowed
+    (worktree / "src/api/run.sh").chmod(0o644)
+    assert await check(worktree) == []
+
+
+async def test_a_submodule_is_refused(worktree: Path) -> None:
+    # No tool can make one (they never write into .git/); the diff is checked anyway.
+    nested = worktree / "src/api/vendored"
+    nested.mkdir()
+    await git("init", "--quiet", cwd=nested)
+    (nested / "lib.py").write_text("x = 1\n")
+    await git("add", "lib.py", cwd=nested)
+    await git("commit", "--quiet", "-m", "nested", cwd=nested)
+    assert await check(worktree) == [Violation(
+        "submodule", "src/api/vendored",
+        "src/api/vendored is a git submodule (mode 160000), which steps may not add or "
+        "change; change files of this repository instead")]
 
 
 async def test_lockfile_is_protected_and_outside(worktree: Path) -> None:
