@@ -143,6 +143,8 @@ class Workspace:
         lock files, and two at once fail. Held across tasks (asyncio lock) and across
         processes sharing the data directory (flock)."""
         self.root.mkdir(parents=True, exist_ok=True)
+        # The clone of a private repository: for this server's user only, like the token.
+        self.root.chmod(0o700)
         key = (id(asyncio.get_running_loop()), str(self.root))
         lock = _LOCKS.setdefault(key, asyncio.Lock())
         async with lock:

@@ -1,4 +1,4 @@
-"""Reading a run's repository: people's commits on the branch."""
+"""A run's repository on disk: people's commits on the branch, and who may read it."""
 
 from __future__ import annotations
 
@@ -28,3 +28,15 @@ async def test_human_commits_name_files_with_spaces_and_unicode_whole(tmp_path: 
     [person] = await human_commits(workspace, base, head)
     assert person.subject == "Docs by a person"
     assert sorted(person.files) == ["-rf.txt", "café.py", "docs/user guide.md"]
+
+
+async def test_clones_and_worktrees_are_readable_by_this_user_only(tmp_path: Path) -> None:
+    workspace = Workspace.for_repo(tmp_path / "data", "acme/private", "https://example.invalid")
+    workspace.clone.mkdir(parents=True)  # as a clone leaves it, under the default umask
+    await git("init", "--quiet", cwd=workspace.clone)
+    await commit(workspace.clone, {"app.py": "PRIVATE = 1\n"}, "private code")
+
+    worktree = await workspace.add_worktree("run-1-step-1", "HEAD")
+
+    assert (worktree / "app.py").is_file()
+    assert workspace.root.stat().st_mode & 0o777 == 0o700
