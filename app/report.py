@@ -2,7 +2,8 @@
 
 Pure: takes the run, its steps, timeline and usage, returns Markdown. Text that came from a
 model or from the issue is neutralised first: no @-mentions that would ping people, no
-closing keywords that would close other issues on merge, no table-breaking pipes.
+closing keywords that would close other issues on merge, no HTML comments that would hide
+what follows, no table-breaking pipes.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ TRACKING_MARKER = "<!-- conductor:tracking run={run_id} -->"
 PR_MARKER = "<!-- conductor:pr run={run_id} -->"
 
 _MENTION = re.compile(r"(?<![\w`])@(?=[A-Za-z0-9])")
+# GitHub closes an issue named as `#12`, `owner/repo#12` or by its URL.
 _CLOSING = re.compile(
-    r"\b(close[sd]?|fix(e[sd])?|resolve[sd]?)(\s*:?\s+)(?=[\w./-]*#\d)", re.IGNORECASE
+    r"\b(close[sd]?|fix(e[sd])?|resolve[sd]?)(\s*:?\s+)"
+    r"(?=[\w./-]*#\d|<?https?://[^\s/]+/[^\s/]+/[^\s/]+/issues/\d)", re.IGNORECASE
 )
 _STATE_ICON = {"pending": "⬜", "running": "🔄", "done": "✅", "failed": "❌",
                "skipped": "⏭️"}
@@ -41,10 +44,12 @@ _STATUS_LINE = {
 
 
 def neutralise(text: str | None) -> str:
-    """Untrusted or generated text made safe to post: no pings, no closing keywords."""
+    """Untrusted or generated text made safe to post: no pings, no closing keywords, and no
+    HTML comment, which would hide the rest of the page (the steps, the risk flags) from
+    the reviewer."""
     if not text:
         return ""
-    text = _MENTION.sub("@\u200b", text)
+    text = _MENTION.sub("@\u200b", text.replace("<!--", "&lt;!--"))
     return _CLOSING.sub(lambda m: f"{m.group(1)}\u200b{m.group(3)}", text)
 
 

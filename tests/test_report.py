@@ -100,6 +100,12 @@ def test_gantt_windows_follow_the_steps() -> None:
         ("Fixes #12", "Fixes\u200b #12"),
         ("closes other/repo#3", "closes\u200b other/repo#3"),
         ("the fix is #12-safe", "the fix is #12-safe"),
+        ("Fixes https://github.com/acme/widgets/issues/7",
+         "Fixes\u200b https://github.com/acme/widgets/issues/7"),
+        ("resolves <https://ghe.example/a/b/issues/7>",
+         "resolves\u200b <https://ghe.example/a/b/issues/7>"),
+        ("fix https://github.com/acme/widgets/pull/7", "fix https://github.com/acme/widgets/pull/7"),
+        ("Done. <!-- the rest is hidden", "Done. &lt;!-- the rest is hidden"),
     ],
 )
 def test_neutralise(text: str, expected: str) -> None:
