@@ -49,7 +49,11 @@ def neutralise(text: str | None) -> str:
     the reviewer."""
     if not text:
         return ""
-    text = _MENTION.sub("@\u200b", text.replace("<!--", "&lt;!--"))
+    return unlinked(_MENTION.sub("@\u200b", text.replace("<!--", "&lt;!--")))
+
+
+def unlinked(text: str) -> str:
+    """`text` with its closing keywords defused, so that merging it closes no issue."""
     return _CLOSING.sub(lambda m: f"{m.group(1)}\u200b{m.group(3)}", text)
 
 

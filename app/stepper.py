@@ -28,6 +28,7 @@ from app.plan import Role, Step
 from app.planning import load_config, retry_notes
 from app.recorded_tools import RecordedTools
 from app.render import render
+from app.report import unlinked
 from app.review import Review, Verdict, parse_review, review_tool
 from app.runs import Run, RunStatus, StepRecord
 from app.scheduler import StepState
@@ -49,9 +50,16 @@ class StepFailed(Exception):
     """The step cannot be completed; the message says why (it goes on the timeline)."""
 
 
+# The model's words go into the branch's history: a line of them must not pose as a trailer
+# (which marks a step as pushed), nor close an issue once the branch is merged.
+_FORGED_TRAILER = re.compile(r"^([ \t]*conductor-(?:run|step))[ \t]*:",
+                             re.IGNORECASE | re.MULTILINE)
+
+
 def commit_message(run: Run, step: Step, summary: str) -> str:
-    body = summary.strip()
-    return (f"{step.title}\n\n{body}\n\n" if body else f"{step.title}\n\n") + (
+    title, body = (_FORGED_TRAILER.sub(r"\1", unlinked(text)).strip()
+                   for text in (step.title, summary))
+    return (f"{title}\n\n{body}\n\n" if body else f"{title}\n\n") + (
         f"Conductor-Run: {run.id}\nConductor-Step: {step.id}\n"
     )
 
