@@ -106,7 +106,8 @@ async def plan_fix(svc: Services, run: Run, failure: Failure, limits: Limits,
     try:
         agent = Agent(
             svc.models, model=config.model_for("orchestrator"), system_blocks=system,
-            tools=TerminalTools(Toolbox(worktree, editable=False, allowed=None), [plan_tool()]),
+            tools=TerminalTools(Toolbox(worktree, editable=False, allowed=None,
+                                           readable=limits.allowed_protected), [plan_tool()]),
             terminal_tools={"submit_plan"}, max_turns=30, max_tokens=8000, role="orchestrator",
             budget=budget, trace={"run": run.id, "step": None, "fix": run.fix_round + 1},
         )

@@ -7,7 +7,7 @@ goes to the model (to fix its change) and to the run's timeline (for the human).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from app.diffs import ChangeStatus, FileChange
@@ -52,15 +52,19 @@ def _folded_match(path: str, pattern: str) -> bool:
     return matches(path.casefold(), pattern.casefold())
 
 
-def secret_pattern(path: str) -> str | None:
+def secret_pattern(path: str, allowed: Sequence[str] = ()) -> str | None:
     """The secret-file pattern `path` falls under, matched case-insensitively: such a file is
-    never read into a prompt, whatever the repository's config allows."""
+    never read into a prompt unless the repository's config allows the path by name or glob
+    (`protected_paths.allow`; `app/secrets.py` may be ordinary code)."""
+    if any(_folded_match(path, p) for p in allowed):
+        return None
     return next((p for p in SECRET_PATHS if _folded_match(path, p)), None)
 
 
 def secret_message(path: str, pattern: str) -> str:
     return (f"{path} may hold keys or credentials (it matches {pattern}), so Conductor does "
-            "not read it; work from the code that uses it, or ask for its shape in the issue")
+            "not read it; work from the code that uses it, or ask for its shape in the issue "
+            f"(a maintainer can allow it under protected_paths.allow in {CONFIG_FILE})")
 
 
 def protected_message(path: str, pattern: str) -> str:

@@ -5,7 +5,8 @@ only, never into `.git/`, never resolving outside the worktree (symlinks followe
 included), and edits never write through a symbolic link or create one. Editing toolboxes are
 also held to the step's file globs at once; the guardrails check the final diff again anyway.
 Files that may hold keys or credentials (`app.limits.SECRET_PATHS`, by their own name or the
-name a symbolic link reaches) are never read: what a tool answers goes into a prompt.
+name a symbolic link reaches) are never read, unless the repository's config allows them
+(`readable`): what a tool answers goes into a prompt.
 
 `execute` never raises for bad model input: it answers with text the model can act on.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,11 +133,13 @@ SCHEMAS: dict[str, tuple[str, dict[str, dict[str, Any]], tuple[str, ...]]] = {
 
 
 class Toolbox:
-    def __init__(self, root: Path, *, editable: bool, allowed: list[str] | None) -> None:
+    def __init__(self, root: Path, *, editable: bool, allowed: list[str] | None,
+                 readable: Sequence[str] = ()) -> None:
         self._root = root
         self._real_root = root.resolve()
         self._editable = editable
         self._allowed = allowed
+        self._readable = tuple(readable)  # secret-looking paths the repository's config allows
         self._names = (*READ_ONLY_TOOLS, *EDIT_TOOLS) if editable else READ_ONLY_TOOLS
         self._submodules: tuple[str, ...] | None = None  # gitlink paths, read on first edit
 
@@ -404,7 +407,7 @@ class Toolbox:
         symbolic link, by the name of the file it reaches."""
         real = target.resolve().relative_to(self._real_root).as_posix()
         for name in dict.fromkeys((rel, real)):
-            pattern = secret_pattern(name)
+            pattern = secret_pattern(name, self._readable)
             if pattern is not None:
                 return name, pattern
         return None
@@ -443,7 +446,7 @@ class Toolbox:
             target = self._root / rel
             if target.is_symlink() or not target.is_file():
                 continue  # a symlink could point anywhere; its target is listed if it is ours
-            if secret_pattern(rel) is not None:
+            if secret_pattern(rel, self._readable) is not None:
                 continue
             size = target.stat().st_size
             if size > MAX_SEARCH_FILE_BYTES:

@@ -205,11 +205,24 @@ async def test_files_that_may_hold_secrets_never_reach_the_model(tmp_path: Path)
     assert refused.content == (
         "Refused (secret-file): .env may hold keys or credentials (it matches **/.env), so "
         "Conductor does not read it; work from the code that uses it, or ask for its shape "
-        "in the issue.")
+        "in the issue (a maintainer can allow it under protected_paths.allow in "
+        ".github/conductor.yml).")
     found = await tools.execute("search_code", {"query": "hunter2 token"})
     assert found.content.startswith("No matches") and "hunter2-from" not in found.content
     listed = await tools.execute("list_files", {})
     assert ".env" in listed.content.splitlines()  # a name is no secret; its content is
+
+
+async def test_a_secret_looking_path_the_repository_allows_can_be_read(tmp_path: Path) -> None:
+    # `settings/secrets.py` is ordinary code in this repository; its maintainers said so.
+    worktree = await repo_worktree(tmp_path, {**FILES, **SECRETS})
+    tools = Toolbox(worktree, editable=False, allowed=None, readable=("settings/secrets.py",))
+    read = await tools.execute("read_file", {"path": "settings/secrets.py"})
+    assert not read.is_error and "hunter2-from-python" in read.content
+    found = await tools.execute("search_code", {"query": "hunter2 TOKEN"})
+    assert "settings/secrets.py" in found.content
+    assert "hunter2-from-dotenv" not in found.content  # what is not allowed stays refused
+    assert (await tools.execute("read_file", {"path": ".env"})).is_error
 
 
 # --- the path gate -----------------------------------------------------------------------
