@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from githubkit.exception import (
+    GraphQLFailed,
     PrimaryRateLimitExceeded,
     RequestError,
     RequestFailed,
@@ -65,6 +66,32 @@ def test_secondary_rate_limit(gh: Env) -> None:
     assert response.headers["retry-after"] == "7"
     assert response.json()["message"].startswith("You have exceeded a secondary rate limit")
     assert info.value.retry_after.total_seconds() == 7
+
+
+def test_secondary_rate_limit_said_only_by_the_message(gh: Env) -> None:
+    # GitHub does not always send retry-after: then only the message tells (and githubkit,
+    # which looks at the headers, raises a plain RequestFailed).
+    client = gh.installation_client(auto_retry=False)
+    gh.state.add_fault("secondary_rate_limit", path="/repos/acme/widgets", retry_after=None)
+    with pytest.raises(RequestFailed) as info:
+        client.rest.repos.get("acme", "widgets")
+    assert not isinstance(info.value, SecondaryRateLimitExceeded)
+    assert info.value.response.status_code == 403
+    assert "retry-after" not in info.value.response.headers
+    assert "secondary rate limit" in info.value.response.json()["message"]
+
+
+def test_graphql_error_answers_200_with_errors(gh: Env) -> None:
+    client = gh.installation_client(auto_retry=False)
+    gh.state.add_fault("graphql_error", path="/graphql")
+    query = "mutation { markPullRequestReadyForReview(input: {pullRequestId: \"x\"}) " \
+        "{ clientMutationId } }"
+    with pytest.raises(GraphQLFailed) as info:
+        client.graphql(query)
+    [error] = info.value.response.errors or []
+    assert error.type == "FORBIDDEN"
+    assert error.message == "Resource not accessible by integration"
+    assert [r.status for r in gh.state.requests if r.path == "/graphql"] == [200]
 
 
 def test_primary_rate_limit_fault(gh: Env) -> None:

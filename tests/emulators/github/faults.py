@@ -1,9 +1,10 @@
 """Faults on demand: per method + path glob, a number of times, misbehave like GitHub does.
 
-Kinds: ``status`` (5xx, default 502), ``secondary_rate_limit`` (403 + ``retry-after``),
-``primary_rate_limit`` (403/429 + ``x-ratelimit-remaining: 0``), ``validation`` (422),
-``delay`` (answer normally after ``delay`` seconds) and ``drop`` (close the connection
-without answering).
+Kinds: ``status`` (5xx, default 502), ``secondary_rate_limit`` (403 + ``retry-after``, or
+with ``retry_after=None`` only the message, as GitHub sometimes answers), ``primary_rate_limit``
+(403/429 + ``x-ratelimit-remaining: 0``), ``validation`` (422), ``graphql_error`` (200 with a
+GraphQL ``errors`` list, type ``FORBIDDEN``), ``delay`` (answer normally after ``delay``
+seconds) and ``drop`` (close the connection without answering).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ FAULT_KINDS = (
     "secondary_rate_limit",
     "primary_rate_limit",
     "validation",
+    "graphql_error",
     "delay",
     "drop",
 )
@@ -51,7 +53,7 @@ class FaultsMixin(Store):
         count: int | None = 1,
         status: int | None = None,
         delay: float = 0.0,
-        retry_after: int = 60,
+        retry_after: int | None = 60,
         message: str | None = None,
     ) -> Fault:
         """Misbehave on the next ``count`` requests (``None``: until cleared) whose method
@@ -105,7 +107,7 @@ def fault_response(fault: Fault, now: float, limit: int) -> tuple[int, dict[str,
     if fault.kind == "secondary_rate_limit":
         return (
             fault.status or 403,
-            {"retry-after": str(fault.retry_after)},
+            {} if fault.retry_after is None else {"retry-after": str(fault.retry_after)},
             {
                 "message": fault.message
                 or (
@@ -124,13 +126,29 @@ def fault_response(fault: Fault, now: float, limit: int) -> tuple[int, dict[str,
                 "x-ratelimit-limit": str(limit),
                 "x-ratelimit-remaining": "0",
                 "x-ratelimit-used": str(limit),
-                "x-ratelimit-reset": str(int(now + fault.retry_after)),
+                "x-ratelimit-reset": str(int(now + (fault.retry_after or 0))),
                 "x-ratelimit-resource": "core",
             },
             {
                 "message": fault.message or "API rate limit exceeded for installation.",
                 "documentation_url": f"{RATE_DOCS}#exceeding-the-rate-limit",
                 "status": str(fault.status or 403),
+            },
+        )
+    if fault.kind == "graphql_error":
+        # GraphQL reports a refused query or mutation with HTTP 200 and `errors`.
+        return (
+            fault.status or 200,
+            {},
+            {
+                "data": None,
+                "errors": [
+                    {
+                        "type": "FORBIDDEN",
+                        "locations": [{"line": 2, "column": 3}],
+                        "message": fault.message or "Resource not accessible by integration",
+                    }
+                ],
             },
         )
     if fault.kind == "validation":

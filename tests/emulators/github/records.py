@@ -299,13 +299,13 @@ class Fault:
 
     id: int
     kind: str  # "status" | "secondary_rate_limit" | "primary_rate_limit" | "validation"
-    #           | "delay" | "drop"
+    #           | "graphql_error" | "delay" | "drop"
     method: str = "*"
     path: str = "*"
     count: int | None = 1  # None = until cleared
     status: int | None = None
     delay: float = 0.0
-    retry_after: int = 60
+    retry_after: int | None = 60  # secondary_rate_limit: None sends no retry-after
     message: str | None = None
     hits: int = 0
 
