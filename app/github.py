@@ -19,7 +19,7 @@ from typing import Any
 
 import certifi
 from githubkit import AppAuthStrategy, GitHub, TokenAuthStrategy
-from githubkit.exception import GitHubException, RateLimitExceeded, RequestFailed
+from githubkit.exception import GitHubException, RateLimitExceeded, RequestError, RequestFailed
 from githubkit.retry import RetryOption
 
 from app.settings import Settings
@@ -32,12 +32,22 @@ WARM_MODELS = ("InstallationToken", "IssueComment", "Issue", "Reaction", "PullRe
                "ValidationError", "RepositoryCollaboratorPermission", "WorkflowRun", "Job")
 
 
+# GitHub: without `retry-after` or a reset time, wait at least a minute after a secondary
+# rate limit. githubkit recognises one only by those headers, not by the message alone.
+SECONDARY_LIMIT_WAIT = timedelta(minutes=1)
+
+
 class RateLimited(Exception):
     """GitHub asked us to wait longer than is worth holding a worker slot for."""
 
     def __init__(self, retry_after: timedelta, message: str) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class InstallationUnavailable(Exception):
+    """GitHub would not give the App a token for the installation: it was suspended or
+    uninstalled, or the App's own credentials are wrong. Retrying does not help."""
 
 
 @dataclass(frozen=True)
@@ -109,10 +119,18 @@ class GitHubApp:
             cached = self._tokens.get(installation_id)
             if cached is not None and cached.fresh(datetime.now(UTC)):
                 return cached
-            async with self.app_client() as github:
-                response = await github.rest.apps.async_create_installation_access_token(
-                    installation_id
-                )
+            try:
+                async with self.app_client() as github:
+                    response = await github.rest.apps.async_create_installation_access_token(
+                        installation_id
+                    )
+            except RequestFailed as exc:
+                limited = rate_limited(exc)
+                if limited is not None:
+                    raise limited from exc
+                if exc.response.status_code >= 500:
+                    raise
+                raise InstallationUnavailable(_token_refusal(installation_id, exc)) from exc
             data = response.parsed_data
             permissions = data.permissions.model_dump(exclude_none=True) if data.permissions else {}
             token = InstallationToken(
@@ -153,12 +171,64 @@ class GitHubApp:
         try:
             async with self._client(TokenAuthStrategy(token.token)) as github:
                 yield github
-        except RateLimitExceeded as exc:  # a RequestFailed too: test it first
-            raise RateLimited(exc.retry_after, str(exc)) from exc
         except RequestFailed as exc:
+            limited = rate_limited(exc)
+            if limited is not None:
+                raise limited from exc
             if exc.response.status_code == 401:
                 self.forget_token(installation_id)
             raise
+
+
+def rate_limited(exc: RequestFailed) -> RateLimited | None:
+    """`exc` as a `RateLimited` if it is GitHub's primary or secondary rate limit."""
+    if isinstance(exc, RateLimitExceeded):
+        return RateLimited(exc.retry_after, describe(exc))
+    if exc.response.status_code in (403, 429) and (
+        exc.response.status_code == 429 or "secondary rate limit" in _message(exc).lower()
+    ):
+        return RateLimited(SECONDARY_LIMIT_WAIT, describe(exc))
+    return None
+
+
+def _message(exc: RequestFailed) -> str:
+    """GitHub's `message` (and the messages of its `errors`) from an error answer."""
+    try:
+        body = exc.response.raw_response.json()
+    except ValueError:
+        return exc.response.raw_response.text.strip()[:200]
+    if not isinstance(body, dict):
+        return ""
+    message = str(body.get("message") or "")
+    details = [str(e.get("message") or e.get("code") or "") if isinstance(e, dict) else str(e)
+               for e in body.get("errors") or []]
+    details = [d for d in details if d]
+    return f"{message} ({'; '.join(details)})" if details else message
+
+
+def describe(exc: GitHubException) -> str:
+    """What GitHub answered, for a person: status, request and GitHub's own message."""
+    if isinstance(exc, RequestFailed):
+        request = exc.response.raw_request
+        message = _message(exc) or exc.response.raw_response.reason_phrase
+        if "<html" in message.lower():  # a proxy's error page: its text says nothing
+            message = exc.response.raw_response.reason_phrase
+        return (f"GitHub answered {exc.response.status_code} to {request.method} "
+                f"{request.url.path}: {message}")
+    if isinstance(exc, RequestError):
+        return f"no answer from GitHub: {type(exc.exc).__name__}: {exc.exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _token_refusal(installation_id: int, exc: RequestFailed) -> str:
+    code = exc.response.status_code
+    said = describe(exc)
+    if code == 401:
+        return (f"{said}. GitHub did not accept the App's credentials: check GITHUB_APP_ID, "
+                "the private key and this machine's clock")
+    return (f"{said}. The App cannot act on installation {installation_id}: it was "
+            "suspended or uninstalled. Unsuspend or reinstall the App, then comment "
+            "`/agent retry`")
 
 
 def _timestamp(value: datetime | str) -> datetime:

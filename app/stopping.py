@@ -11,6 +11,7 @@ from githubkit.exception import RequestFailed
 
 from app import tracking
 from app.constants import QUEUE_NAME
+from app.github import InstallationUnavailable
 from app.logs import get_logger
 from app.report import neutralise
 from app.runs import Run, RunStatus
@@ -37,6 +38,8 @@ async def stop_run(svc: Services, run: Run, status: RunStatus, reason: str, *,
         await _tell(svc, run, status, reason, notify)
     except RequestFailed as exc:
         await _unwritable(svc, run, exc, "the stop notice")
+    except InstallationUnavailable as exc:
+        await _no_installation(svc, run, exc, "the stop notice")
 
     def stopped(fresh: Run) -> None:
         fresh.status = status
@@ -49,6 +52,8 @@ async def stop_run(svc: Services, run: Run, status: RunStatus, reason: str, *,
         await tracking.refresh(svc, run)
     except RequestFailed as exc:
         await _unwritable(svc, run, exc, "the tracking comment")
+    except InstallationUnavailable as exc:
+        await _no_installation(svc, run, exc, "the tracking comment")
     await svc.store.release_issue(run.repo, run.issue_number, run.id)
     log.info("run stopped", run=run.id, status=status.value, reason=reason)
 
@@ -60,6 +65,13 @@ async def _unwritable(svc: Services, run: Run, exc: RequestFailed, what: str) ->
     await svc.store.log(run.id, "github", f"could not write {what} on issue "
                         f"#{run.issue_number}: GitHub answered {code}")
     log.warning("issue not writable", run=run.id, status=code, what=what)
+
+
+async def _no_installation(svc: Services, run: Run, exc: InstallationUnavailable,
+                           what: str) -> None:
+    # Nothing can be written on GitHub without the installation: the timeline keeps why.
+    await svc.store.log(run.id, "github", f"could not write {what}: {exc}")
+    log.warning("installation unavailable", run=run.id, what=what)
 
 
 async def _tell(svc: Services, run: Run, status: RunStatus, reason: str, notify: bool) -> None:

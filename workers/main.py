@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 from arq import Retry, cron
-from githubkit.exception import RequestFailed
+from githubkit.exception import GitHubException, RequestError, RequestFailed
 
 from app import routing, tracking, verify
 from app.commands import handle_command
@@ -16,7 +16,7 @@ from app.constants import QUEUE_NAME
 from app.events import Event, dispatch
 from app.finalize import finalize_run as _finalize_run
 from app.git import GitError
-from app.github import GitHubApp, RateLimited
+from app.github import GitHubApp, RateLimited, describe
 from app.installations import handle_installation
 from app.issue_events import handle_issue
 from app.logs import configure_logging, get_logger, redactor
@@ -63,7 +63,12 @@ def _backoff(ctx: dict[str, Any], exc: BaseException) -> Retry:
 def _transient(exc: BaseException) -> bool:
     if isinstance(exc, RateLimited | ModelUnavailable | httpx.TransportError | GitError):
         return True
-    return isinstance(exc, RequestFailed) and exc.response.status_code >= 500
+    if isinstance(exc, RequestFailed):
+        # 401: the installation token expired or was revoked; it is forgotten, and the next
+        # try gets a new one.
+        return exc.response.status_code >= 500 or exc.response.status_code == 401
+    # githubkit wraps a reset connection or a timeout (httpx's errors) in RequestError.
+    return isinstance(exc, RequestError)
 
 
 def _too_long(exc: BaseException) -> bool:
@@ -102,7 +107,7 @@ async def run_step(ctx: dict[str, Any], run_id: str, step_id: str, attempt: int)
 
 
 def _describe(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
+    text = describe(exc) if isinstance(exc, GitHubException) else f"{type(exc).__name__}: {exc}"
     if isinstance(exc, ModelUnavailable) and _too_long(exc):
         assert exc.retry_after is not None
         text = (f"the Anthropic API asked to wait {_duration(exc.retry_after)} before another "

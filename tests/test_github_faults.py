@@ -1,0 +1,109 @@
+"""GitHub misbehaving or refusing, as the bot's jobs meet it: rate limits with and without
+their headers, a dropped connection, a revoked token, a suspended installation and 422s. The
+real client and jobs against the GitHub emulator and a real Redis."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import pytest
+from arq import Retry
+from githubkit.exception import RequestFailed
+
+from app.github import InstallationUnavailable, describe
+from app.runs import RunStatus
+from app.services import Services
+from tests import test_triggers
+from tests.emulators.github.testing import Env
+from workers.main import _guarded, plan_run
+
+env, svc = test_triggers.env, test_triggers.svc  # the same fixtures
+started = test_triggers.started
+
+REPO = "acme/widgets"
+OWNER, NAME = REPO.split("/")
+
+
+async def read_repo(env: Env, svc: Services) -> int:
+    async with svc.github.installation(env.installation.id) as gh:
+        return (await gh.rest.repos.async_get(OWNER, NAME)).status_code
+
+
+def answers(env: Env, path: str) -> list[int]:
+    return [r.status for r in env.state.requests if r.path == path]
+
+
+@pytest.mark.parametrize(("kind", "options", "seconds"), [
+    # GitHub: no retry-after and no reset time means wait at least a minute.
+    ("secondary_rate_limit", {"retry_after": None}, 60),
+    ("secondary_rate_limit", {"retry_after": None, "status": 429}, 60),
+    ("secondary_rate_limit", {"retry_after": 90}, 90),
+    ("primary_rate_limit", {"retry_after": 2400}, 2400),
+])
+async def test_a_rate_limit_defers_the_job_without_waiting_in_it(
+    env: Env, svc: Services, kind: str, options: dict[str, Any], seconds: int,
+) -> None:
+    await read_repo(env, svc)  # a token first: the fault is for the repository call
+    env.state.add_fault(kind, path=f"/repos/{REPO}", **options)
+    began = time.monotonic()
+    with pytest.raises(Retry) as info:
+        await _guarded({"job_try": 1}, read_repo(env, svc))
+    assert time.monotonic() - began < 5  # asked once, not slept through in the job
+    assert answers(env, f"/repos/{REPO}")[-1] == options.get("status", 403)
+    assert answers(env, f"/repos/{REPO}").count(200) == 1
+    assert info.value.defer_score is not None
+    assert abs(info.value.defer_score / 1000 - seconds) <= 2
+    assert await read_repo(env, svc) == 200
+
+
+async def test_a_connection_dropped_mid_call_is_retried_later(env: Env,
+                                                              svc: Services) -> None:
+    await read_repo(env, svc)
+    env.state.add_fault("drop", path=f"/repos/{REPO}")
+    with pytest.raises(Retry):
+        await _guarded({"job_try": 1}, read_repo(env, svc))
+    assert await read_repo(env, svc) == 200
+
+
+async def test_a_revoked_token_is_replaced_on_the_next_try(env: Env, svc: Services) -> None:
+    await read_repo(env, svc)
+    env.state.expire_tokens()  # revoked, or expired by GitHub's clock: 401 Bad credentials
+    with pytest.raises(Retry):
+        await _guarded({"job_try": 1}, read_repo(env, svc))
+    assert answers(env, f"/repos/{REPO}")[-1] == 401
+    assert await read_repo(env, svc) == 200
+    tokens = f"/app/installations/{env.installation.id}/access_tokens"
+    assert answers(env, tokens) == [201, 201]
+
+
+async def test_a_run_whose_installation_was_suspended_stops_saying_so(
+    env: Env, svc: Services
+) -> None:
+    run = await started(env, svc)
+    svc = dataclasses.replace(svc, settings=svc.settings.model_copy(
+        update={"github_url": env.url}))  # clone from the emulator
+    with env.state.transaction():
+        env.state.installations[env.installation.id].suspended_at = env.state.now()
+    env.state.expire_tokens()
+    with pytest.raises(InstallationUnavailable):
+        await plan_run({"services": svc, "job_try": 1}, run.id)
+    fresh = await svc.store.get(run.id)
+    assert fresh is not None and fresh.status is RunStatus.NEEDS_HUMAN
+    assert fresh.stop_reason is not None
+    assert "403" in fresh.stop_reason and "This installation has been suspended" in \
+        fresh.stop_reason
+    assert "reinstall" in fresh.stop_reason and "/agent retry" in fresh.stop_reason
+    notes = [e["message"] for e in await svc.store.timeline(run.id)]
+    assert any(n.startswith("could not write the stop notice") for n in notes)
+    assert await svc.store.active_run_id(REPO, run.issue_number) is None
+
+
+async def test_a_refused_pull_request_says_what_github_said(env: Env, svc: Services) -> None:
+    async with svc.github.installation(env.installation.id) as gh:
+        with pytest.raises(RequestFailed) as info:
+            await gh.rest.pulls.async_create(OWNER, NAME, title="x", head="main", base="main")
+    assert describe(info.value) == (
+        f"GitHub answered 422 to POST /repos/{REPO}/pulls: Validation Failed "
+        "(No commits between main and main)")
