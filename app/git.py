@@ -33,6 +33,40 @@ class GitError(Exception):
         super().__init__(f"git {' '.join(args)} failed ({returncode}): {self.output.strip()}")
 
 
+def auth_failed(output: str) -> bool:
+    """Whether git's output says the server did not accept the token (expired, revoked)."""
+    return "Authentication failed" in output or "Invalid username or token" in output
+
+
+# What GitHub's pre-receive checks answer when they refuse a push, and what to do about it.
+_REFUSALS = (
+    ("without `workflows` permission",
+     "the App lacks the `workflows` permission, which changing .github/workflows/ needs: "
+     "grant it in the App's settings and accept it on the installation, or leave workflow "
+     "files out of the plan"),
+    ("GH013",
+     "a repository ruleset blocks pushes to `{branch}`: add the App to the ruleset's bypass "
+     "list or exclude `conductor/**` from it"),
+    ("GH006",
+     "branch protection blocks pushes to `{branch}`: exclude `conductor/*` from the "
+     "protection rule or allow the App to push"),
+    ("Repository was archived",
+     "the repository is archived, so it is read-only: unarchive it"),
+)
+
+
+def push_refusal(output: str, branch: str) -> str | None:
+    """Why GitHub refused a push, naming the fix, or None when git's output is not one of
+    GitHub's known refusals. GitHub's own lines (`remote: ...`) follow."""
+    for marker, advice in _REFUSALS:
+        if marker in output:
+            said = [line.removeprefix("remote:").strip() for line in output.splitlines()
+                    if line.startswith("remote:") and line.removeprefix("remote:").strip()]
+            detail = f" (GitHub: {' '.join(said)[:300]})" if said else ""
+            return f"GitHub refused the push: {advice.format(branch=branch)}{detail}"
+    return None
+
+
 def auth_env(token: str | None) -> dict[str, str]:
     """Environment that makes git send the token as HTTP Basic auth, as GitHub expects."""
     if token is None:

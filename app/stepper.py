@@ -20,7 +20,7 @@ from app.agent import Agent, AgentFailed, Finished, TurnLimitExceeded, untrusted
 from app.budget import Budget, BudgetExceeded
 from app.constants import Job
 from app.diffs import FileChange, parse_diff, worktree_diff
-from app.git import GitError, Workspace, git, git_ok, resolve_commit
+from app.git import GitError, Workspace, auth_failed, git, git_ok, push_refusal, resolve_commit
 from app.guardrails import RunTotals, check_step_diff, feedback_for_model
 from app.limits import Limits
 from app.logs import get_logger
@@ -147,7 +147,7 @@ async def _execute(svc: Services, run: Run, step: Step, record: StepRecord, *,
     # The clone is used as it is when it has the branch as GitHub has it (also when this job
     # runs again: a commit it pushed before dying shows as a difference). Otherwise steps
     # started together share one fetch; a re-executed job always fetches.
-    workspace, token = await synced(svc, run, branch=run.branch,
+    workspace, _ = await synced(svc, run, branch=run.branch,
                                     fresher_than=record.started_at if first_try else None)
     assert run.base_sha is not None
     head = await remote_branch_head(workspace, run.branch)
@@ -169,7 +169,7 @@ async def _execute(svc: Services, run: Run, step: Step, record: StepRecord, *,
                                                 budget)
         if step.role in READ_ONLY_ROLES:
             return None, _details(finished, review)
-        sha = await _commit_and_push(svc, run, step, workspace, worktree, token, finished)
+        sha = await _commit_and_push(svc, run, step, workspace, worktree, finished)
         details = _details(finished, review)
         details["files_changed"] = sorted(c.path for c in changes)
         details["lines_changed"] = sum(c.added_lines + c.removed_lines for c in changes)
@@ -310,7 +310,7 @@ async def _flag_risks(svc: Services, run: Run, step: Step, review: Review) -> No
 
 
 async def _commit_and_push(svc: Services, run: Run, step: Step, workspace: Workspace,
-                           worktree: Path, token: str, finished: Finished) -> str:
+                           worktree: Path, finished: Finished) -> str:
     """Commit the step and push it to the run's branch.
 
     Parallel steps finish close together, and pushes to one branch cannot overlap (GitHub
@@ -318,7 +318,11 @@ async def _commit_and_push(svc: Services, run: Run, step: Step, workspace: Works
     stacked on the newest commit this process has for the branch, pushes go one at a time,
     and each push carries every commit stacked so far: a step whose commit an earlier push
     carried is done without pushing. A push that loses a race with another machine
-    fetches, rebases and tries again."""
+    fetches, rebases and tries again.
+
+    The token is asked for at each push, not at the step's start: a step can outlast the
+    token it started with (an hour). One GitHub does not accept (revoked, or expired by
+    GitHub's clock) is replaced once."""
     message = commit_message(run, step, str(finished.input.get("summary", "")))
     await git("commit", "--no-verify", "-q", "-F", "-", cwd=worktree, input=message.encode())
     assert run.base_sha is not None
@@ -338,7 +342,12 @@ async def _commit_and_push(svc: Services, run: Run, step: Step, workspace: Works
             carry = sha
             if not alone and stack.tip and await _is_ancestor(worktree, sha, stack.tip):
                 carry = stack.tip
+            token = (await svc.github.installation_token(run.installation_id)).token
             failure = await _push_once(workspace, worktree, run.branch, carry, token)
+            if failure is not None and auth_failed(failure):
+                svc.github.forget_token(run.installation_id)
+                token = (await svc.github.installation_token(run.installation_id)).token
+                failure = await _push_once(workspace, worktree, run.branch, carry, token)
             if failure is None:
                 break
             async with workspace.locked():
@@ -361,7 +370,8 @@ async def _commit_and_push(svc: Services, run: Run, step: Step, workspace: Works
         carried = await git("rev-list", "--count", f"{remote or run.base_sha}..{carry}",
                             cwd=worktree)
         if alone or int(carried.strip() or 0) <= 1:
-            raise StepFailed(f"push failed: {failure.strip()[:300]}")
+            raise StepFailed(push_refusal(failure, run.branch)
+                             or f"push failed: {failure.strip()[:300]}")
         alone = True
         await svc.store.log(run.id, "push", "push refused; trying again with this step's "
                             "commit alone", step=step.id)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from githubkit.exception import RequestFailed
 
-from app.git import Workspace, git, resolve_commit
+from app.git import GitError, Workspace, auth_failed, git, resolve_commit
 from app.runs import Run
 from app.services import Services
 
@@ -25,7 +25,8 @@ def workspace_for(svc: Services, run: Run) -> Workspace:
 async def synced(svc: Services, run: Run, *, fresher_than: float | None = None,
                  branch: str | None = None) -> tuple[Workspace, str]:
     """The run's repository fetched up to date (or by a fetch that started after
-    `fresher_than`); returns it and a token for pushing.
+    `fresher_than`); returns it and a token for pushing. A token GitHub no longer accepts
+    (revoked, or expired by GitHub's clock) is replaced once.
 
     With `branch`, a clone that already has the run's base commit and the branch exactly as
     GitHub has it is used as it is: one API call instead of a fetch."""
@@ -33,7 +34,14 @@ async def synced(svc: Services, run: Run, *, fresher_than: float | None = None,
     workspace = workspace_for(svc, run)
     if branch is not None and await _current(svc, run, workspace, branch):
         return workspace, token.token
-    await workspace.sync(token.token, fresher_than=fresher_than)
+    try:
+        await workspace.sync(token.token, fresher_than=fresher_than)
+    except GitError as exc:
+        if not auth_failed(exc.output):
+            raise
+        svc.github.forget_token(run.installation_id)
+        token = await svc.github.installation_token(run.installation_id)
+        await workspace.sync(token.token, fresher_than=fresher_than)
     return workspace, token.token
 
 

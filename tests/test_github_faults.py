@@ -12,6 +12,7 @@ import pytest
 from arq import Retry
 from githubkit.exception import RequestFailed
 
+from app.git import push_refusal
 from app.github import InstallationUnavailable, describe
 from app.runs import RunStatus
 from app.services import Services
@@ -107,3 +108,34 @@ async def test_a_refused_pull_request_says_what_github_said(env: Env, svc: Servi
     assert describe(info.value) == (
         f"GitHub answered 422 to POST /repos/{REPO}/pulls: Validation Failed "
         "(No commits between main and main)")
+
+
+BRANCH = "conductor/issue-1-add-sub"
+GH006 = f"""remote: error: GH006: Protected branch update failed for refs/heads/{BRANCH}.
+remote: error: Cannot push to this branch
+error: failed to push some refs to 'https://github.com/acme/widgets.git'
+"""
+GH013 = f"""remote: error: GH013: Repository rule violations found for refs/heads/{BRANCH}.
+remote: Review all repository rules at https://github.com/acme/widgets/rules?ref=refs%2Fheads%2F
+remote:
+remote: - Cannot create ref due to creations being restricted.
+remote:
+error: failed to push some refs to 'https://github.com/acme/widgets.git'
+"""
+
+
+@pytest.mark.parametrize(("output", "fix", "said"), [
+    (GH006, "exclude `conductor/*` from the protection rule", "Cannot push to this branch"),
+    (GH013, "add the App to the ruleset's bypass list",
+     "Cannot create ref due to creations being restricted."),
+])
+def test_a_push_declined_by_protection_or_a_ruleset_names_the_fix(output: str, fix: str,
+                                                                 said: str) -> None:
+    reason = push_refusal(output, BRANCH)
+    assert reason is not None
+    assert reason.startswith("GitHub refused the push: ") and fix in reason
+    assert f"`{BRANCH}`" in reason and said in reason
+
+
+def test_a_push_failure_github_did_not_explain_is_left_as_git_said() -> None:
+    assert push_refusal("fatal: the remote end hung up unexpectedly\n", BRANCH) is None
