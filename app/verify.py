@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from arq import Retry
-from githubkit.exception import RequestFailed
+from githubkit.exception import GraphQLFailed, RequestFailed
 
 from app import cistate, tracking
 from app.budget import Budget, BudgetExceeded
@@ -226,8 +226,14 @@ async def _succeed(svc: Services, run: Run, reading: Reading) -> None:
     notes: list[str] = []
     async with svc.github.installation(run.installation_id) as gh:
         pull = (await gh.rest.pulls.async_get(owner, name, run.pr_number)).parsed_data
-        if pull.draft:
-            await gh.async_graphql(MARK_READY, {"id": pull.node_id})
+        refused = await _mark_ready(gh, pull.node_id) if pull.draft else None
+        if refused is not None:
+            # A draft with green CI waits for nobody: say so instead of failing the job (and
+            # again at every reconcile) while the run looks as if it still waits on CI.
+            await needs_human(svc, run, f"CI passed, but GitHub would not mark pull request "
+                              f"#{run.pr_number} ready for review: {refused}. Mark it ready "
+                              "by hand, or comment `/agent retry` to try again.")
+            return
         try:
             await gh.rest.pulls.async_request_reviewers(owner, name, run.pr_number,
                                                         reviewers=[run.triggered_by])
@@ -250,6 +256,16 @@ async def _succeed(svc: Services, run: Run, reading: Reading) -> None:
     await stop_run(svc, run, RunStatus.DONE,
                    f"pull request #{run.pr_number} is ready for review: {why}")
     await upsert_pull_request(svc, run)
+
+
+async def _mark_ready(gh: Any, node_id: str) -> str | None:
+    """Mark the draft ready; GitHub's reasons when it refuses. GraphQL reports a refusal
+    with HTTP 200 and an `errors` list (githubkit raises GraphQLFailed)."""
+    try:
+        await gh.async_graphql(MARK_READY, {"id": node_id})
+    except GraphQLFailed as exc:
+        return "; ".join(e.message for e in exc.response.errors or [])[:300] or "no reason"
+    return None
 
 
 def _message(exc: RequestFailed) -> str:

@@ -128,7 +128,9 @@ async def finalize_run(ctx: dict[str, Any], run_id: str) -> str:
 
 
 async def evaluate_ci(ctx: dict[str, Any], run_id: str, sha: str) -> str:
-    return await _guarded(ctx, verify.evaluate_ci(ctx, run_id, sha))
+    # The periodic reconcile would run a job that keeps failing every 30 s, unseen.
+    return await _or_give_up(ctx, run_id, "reading the CI results",
+                             verify.evaluate_ci(ctx, run_id, sha))
 
 
 async def fix_ci(ctx: dict[str, Any], run_id: str, sha: str) -> str:

@@ -68,6 +68,26 @@ def test_a_push_github_declines_stops_the_run_naming_the_permission(tmp_path: Pa
         assert not pull_requests(stack)
 
 
+def test_a_refused_ready_for_review_stops_the_run_instead_of_waiting(tmp_path: Path) -> None:
+    one = plan(step("add", "implementer", "Add sub", ["widgets/sub.py"]))
+    script = [submits(one), use_tool("submit_review", ACCEPT, match=Match(tool="submit_review"),
+                                     rule_name="review"),
+              *writes("add", "widgets/sub.py", SUB)]
+    with Stack(tmp_path, script=script) as stack:
+        # GraphQL answers a refused mutation with HTTP 200 and an `errors` list.
+        stack.state.add_fault("graphql_error", path="/graphql", count=None)
+        stack.label_issue("Add sub", "")
+        run = stack.wait_for(lambda: run_in(stack, "needs_human", "done"), 120,
+                             "the run to stop after CI passed")
+        assert run["status"] == "needs_human"
+        assert (f"would not mark pull request #{run['pr_number']} ready for review: "
+                "Resource not accessible by integration") in run["stop_reason"]
+        [pull] = pull_requests(stack)
+        assert pull.draft
+        notes = [c.body for c in stack.comments(pull.number) if "needs a human" in c.body]
+        assert notes and "Mark it ready by hand" in notes[0]
+
+
 def test_a_person_pushing_to_the_branch_mid_step_is_built_on_not_overwritten(
     tmp_path: Path,
 ) -> None:
