@@ -50,7 +50,7 @@ _REFUSALS = (
     ("GH006",
      "branch protection blocks pushes to `{branch}`: exclude `conductor/*` from the "
      "protection rule or allow the App to push"),
-    ("Repository was archived",
+    ("repository was archived",
      "the repository is archived, so it is read-only: unarchive it"),
 )
 
@@ -59,7 +59,7 @@ def push_refusal(output: str, branch: str) -> str | None:
     """Why GitHub refused a push, naming the fix, or None when git's output is not one of
     GitHub's known refusals. GitHub's own lines (`remote: ...`) follow."""
     for marker, advice in _REFUSALS:
-        if marker in output:
+        if marker.lower() in output.lower():
             said = [line.removeprefix("remote:").strip() for line in output.splitlines()
                     if line.startswith("remote:") and line.removeprefix("remote:").strip()]
             detail = f" (GitHub: {' '.join(said)[:300]})" if said else ""

@@ -200,8 +200,8 @@ def _message(exc: RequestFailed) -> str:
     if not isinstance(body, dict):
         return ""
     message = str(body.get("message") or "")
-    details = [str(e.get("message") or e.get("code") or "") if isinstance(e, dict) else str(e)
-               for e in body.get("errors") or []]
+    details = [str(e.get("message") or " ".join(str(e[k]) for k in ("field", "code") if k in e))
+               if isinstance(e, dict) else str(e) for e in body.get("errors") or []]
     details = [d for d in details if d]
     return f"{message} ({'; '.join(details)})" if details else message
 

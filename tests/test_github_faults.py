@@ -108,6 +108,11 @@ async def test_a_refused_pull_request_says_what_github_said(env: Env, svc: Servi
     assert describe(info.value) == (
         f"GitHub answered 422 to POST /repos/{REPO}/pulls: Validation Failed "
         "(No commits between main and main)")
+    async with svc.github.installation(env.installation.id) as gh:
+        with pytest.raises(RequestFailed) as info:
+            await gh.rest.pulls.async_create(OWNER, NAME, title="x", head="main", base="gone")
+    assert describe(info.value) == (
+        f"GitHub answered 422 to POST /repos/{REPO}/pulls: Validation Failed (base invalid)")
 
 
 BRANCH = "conductor/issue-1-add-sub"
@@ -135,6 +140,14 @@ def test_a_push_declined_by_protection_or_a_ruleset_names_the_fix(output: str, f
     assert reason is not None
     assert reason.startswith("GitHub refused the push: ") and fix in reason
     assert f"`{BRANCH}`" in reason and said in reason
+
+
+def test_a_push_to_an_archived_repository_says_to_unarchive_it() -> None:
+    output = ("remote: This repository was archived so it is read-only.\n"
+              "fatal: unable to access 'https://github.com/acme/widgets.git/': The requested "
+              "URL returned error: 403\n")
+    reason = push_refusal(output, BRANCH)
+    assert reason is not None and "unarchive it" in reason
 
 
 def test_a_push_failure_github_did_not_explain_is_left_as_git_said() -> None:
