@@ -12,9 +12,10 @@ from typing import Any
 
 from app import tracking
 from app.constants import Job
-from app.events import Event
+from app.events import Event, record
 from app.logs import get_logger
 from app.permissions import may_steer
+from app.routing import COMMAND, START_RUN
 from app.runs import Run, RunStatus
 from app.services import Services
 
@@ -48,6 +49,41 @@ async def reply_once(svc: Services, delivery: str, installation_id: int, repo: s
     except BaseException:
         await svc.redis.delete(REPLIED_KEY.format(delivery=delivery))
         raise
+
+
+async def report_failed_event(ctx: dict[str, Any], event: Event, why: str) -> None:
+    """An event whose handling failed for good: recorded on the event log with the reason,
+    and, when a person asked for something (the label, a command), answered on the issue or
+    pull request, so that nobody waits for a reply that will not come."""
+    log.error("event failed", delivery=event.delivery_id, github_event=event.name,
+              kind=event.kind, repo=event.repo_full_name, reason=why)
+    try:
+        await record(ctx["redis"], event, f"failed: {why}")
+    except Exception:
+        log.exception("could not record a failed event", delivery=event.delivery_id)
+    svc: Services | None = ctx.get("services")
+    if svc is None or event.kind not in (START_RUN, COMMAND):
+        return
+    payload = event.payload
+    thread = payload.get("issue") or payload.get("pull_request")
+    number = thread.get("number") if isinstance(thread, dict) else None
+    sender = payload.get("sender")
+    login = sender.get("login") if isinstance(sender, dict) else None
+    repo, installation_id = event.repo_full_name, event.installation_id
+    if not (isinstance(number, int) and isinstance(repo, str) and "/" in repo
+            and isinstance(installation_id, int)):
+        return
+    mention = f"@{login} " if isinstance(login, str) else ""
+    again = ("remove and add the label again" if event.kind == START_RUN
+             else "comment the command again")
+    body = (f"{mention}Conductor could not finish handling this: {why}. To try again, "
+            f"{again}; if it keeps failing, the server's logs have the details under delivery "
+            f"`{event.delivery_id}`.")
+    try:
+        await reply_once(svc, f"{event.delivery_id}:failed", installation_id, repo, number,
+                         body)
+    except Exception:
+        log.exception("could not report a failed event", delivery=event.delivery_id)
 
 
 def not_startable(event: Event, label: str) -> tuple[str, str] | None:

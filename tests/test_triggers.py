@@ -394,3 +394,35 @@ async def test_a_locked_issue_still_gets_its_run_and_tracking_comment(
                           if v.repo_id == env.repo.id and v.number == issue.number)].locked = True
     assert (await label(env, svc, issue.number)).endswith("started")
     assert bot_comments(env, issue.number)[0].startswith("<!-- conductor:tracking")
+
+
+async def test_a_label_whose_handling_fails_for_good_is_answered_and_logged(
+    env: Env, svc: Services
+) -> None:
+    # GitHub refuses the permission check with a 403 (not a rate limit): no retry helps, and
+    # the labeler, who saw nothing happen, is told so on the issue.
+    from app.events import recent_events
+    from workers.main import handle_event
+
+    issue = env.state.as_user("alice").open_issue(REPO, "Add sub", "Please add sub(a, b).")
+    env.state.as_user("alice").add_labels(REPO, issue.number, LABEL)
+    payload = last_event(env, "issues", "labeled")
+    env.state.add_fault("status", method="GET", path="/repos/*/*/collaborators/*/permission",
+                        status=403, count=None)
+    ctx = {"services": svc, "redis": svc.redis, "handlers": {"start_run": start_run},
+           "job_try": 1}
+    with pytest.raises(Exception):  # noqa: B017 - arq records the job as failed
+        await handle_event(ctx, "d-failing", "issues", "start_run", payload)
+    [reply] = bot_comments(env, issue.number)
+    assert reply.startswith("@alice Conductor could not finish handling this: GitHub answered "
+                            "403"), reply
+    assert "To try again, remove and add the label again" in reply
+    assert "delivery `d-failing`" in reply
+    [logged] = [e for e in await recent_events(svc.redis) if e["delivery"] == "d-failing"]
+    assert logged["outcome"].startswith("failed: GitHub answered 403")
+    assert await svc.store.active_run_id(REPO, issue.number) is None
+
+    # The job runs again (arq runs a job at least once): still one reply.
+    with pytest.raises(Exception):  # noqa: B017
+        await handle_event(ctx, "d-failing", "issues", "start_run", payload)
+    assert len(bot_comments(env, issue.number)) == 1

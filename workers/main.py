@@ -31,7 +31,7 @@ from app.settings import load_settings
 from app.stepper import fail_step
 from app.stepper import run_step as _run_step
 from app.stopping import give_up_run
-from app.trigger import start_run
+from app.trigger import report_failed_event, start_run
 
 log = get_logger(__name__)
 
@@ -88,8 +88,15 @@ async def _guarded(ctx: dict[str, Any], work: Awaitable[str]) -> str:
 async def handle_event(
     ctx: dict[str, Any], delivery_id: str, event: str, kind: str, payload: dict[str, Any]
 ) -> str:
-    return await _guarded(ctx, dispatch(ctx, Event(delivery_id=delivery_id, name=event,
-                                                   kind=kind, payload=payload)))
+    item = Event(delivery_id=delivery_id, name=event, kind=kind, payload=payload)
+    try:
+        return await _guarded(ctx, dispatch(ctx, item))
+    except Retry:
+        raise
+    except Exception as exc:
+        # Failed for good: on the event log, and the person who asked is told.
+        await report_failed_event(ctx, item, _describe(exc))
+        raise
 
 
 async def plan_run(ctx: dict[str, Any], run_id: str) -> str:
