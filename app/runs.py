@@ -8,6 +8,7 @@ Every write is safe to repeat (jobs run at least once). Keys:
     conductor:issue:{repo}#{n}     the active run of an issue (one at a time)
     conductor:issue:{repo}#{n}:latest  the issue's latest run, active or not
     conductor:runs                 sorted set of run ids by creation time
+    conductor:runs:active          sorted set of the runs not ended yet (what reconcile visits)
     conductor:lock:path:{repo}:{p} per-path locks held by running steps (fenced)
 """
 
@@ -30,6 +31,7 @@ STEPS_KEY = "conductor:run:{run_id}:steps"
 TIMELINE_KEY = "conductor:run:{run_id}:timeline"
 ISSUE_KEY = "conductor:issue:{repo}#{number}"
 RUNS_INDEX = "conductor:runs"
+ACTIVE_INDEX = "conductor:runs:active"
 RUN_LOCK_KEY = "conductor:run:{run_id}:lock"
 PATH_LOCK_KEY = "conductor:lock:path:{repo}:{pattern}"
 FENCE_KEY = "conductor:lock:fence"
@@ -172,6 +174,8 @@ class RunStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(RUN_KEY.format(run_id=run.id), run.to_json(), nx=True)
             pipe.zadd(RUNS_INDEX, {run.id: run.created_at})
+            if run.status.active:
+                pipe.zadd(ACTIVE_INDEX, {run.id: run.created_at})
             pipe.set(LATEST_KEY.format(repo=run.repo, number=run.issue_number), run.id)
             await pipe.execute()
 
@@ -181,7 +185,9 @@ class RunStore:
 
     async def save(self, run: Run) -> None:
         run.updated_at = time.time()
-        await self.redis.set(RUN_KEY.format(run_id=run.id), run.to_json())
+        async with self.redis.pipeline(transaction=True) as pipe:
+            _write(pipe, run)
+            await pipe.execute()
 
     async def update(self, run_id: str, change: Callable[[Run], None]) -> Run | None:
         """Apply `change` to the stored run atomically (optimistic: retried if another
@@ -198,7 +204,7 @@ class RunStore:
                     change(run)
                     run.updated_at = time.time()
                     pipe.multi()
-                    pipe.set(key, run.to_json())
+                    _write(pipe, run)
                     await pipe.execute()
                     return run
                 except WatchError:
@@ -215,6 +221,17 @@ class RunStore:
         ids = await self.redis.zrevrange(RUNS_INDEX, 0, count - 1)
         runs = [await self.get(_s(i)) for i in ids]
         return [r for r in runs if r is not None]
+
+    async def active(self) -> list[Run]:
+        """Every run that has not ended, oldest first."""
+        runs = []
+        for raw_id in await self.redis.zrange(ACTIVE_INDEX, 0, -1):
+            run = await self.get(_s(raw_id))
+            if run is None or not run.status.active:  # gone, or ended by an older release
+                await self.redis.zrem(ACTIVE_INDEX, raw_id)
+                continue
+            runs.append(run)
+        return runs
 
     async def map_commit(self, repo: str, sha: str, run_id: str) -> None:
         """Remember that `sha` is a head of `run_id`'s branch (CI results name commits)."""
@@ -309,6 +326,15 @@ class RunStore:
         """Delete `key` only if it still holds `value` (atomic compare-and-delete)."""
         result = await self.redis.eval(_COMPARE_AND_DELETE, 1, key, value)
         return bool(result)
+
+
+def _write(pipe: Any, run: Run) -> None:
+    """Queue the writes that store `run`: its record and its place among the active runs."""
+    pipe.set(RUN_KEY.format(run_id=run.id), run.to_json())
+    if run.status.active:
+        pipe.zadd(ACTIVE_INDEX, {run.id: run.created_at})
+    else:
+        pipe.zrem(ACTIVE_INDEX, run.id)
 
 
 _COMPARE_AND_DELETE = """

@@ -78,7 +78,7 @@ async def reconcile(ctx: dict[str, Any]) -> str:
     svc: Services = ctx["services"]
     nudged = 0
     tick = int(time.time())
-    for run in await svc.store.recent(200):
+    for run in await svc.store.active():
         if run.status is RunStatus.RUNNING:
             await _fail_orphaned_steps(svc, run)
             await svc.redis.enqueue_job(Job.SCHEDULE_RUN, run.id, "reconcile",

@@ -1,0 +1,71 @@
+"""The periodic reconcile reaches every run that has not ended, however many came after it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from arq import create_pool
+from arq.jobs import Job as ArqJob
+from arq.jobs import JobStatus
+
+from app.constants import QUEUE_NAME
+from app.github import GitHubApp
+from app.redis import RedisProcess, arq_settings
+from app.runs import Run, RunStatus, RunStore
+from app.scheduling import reconcile
+from app.services import Services
+
+HEAD = "c0ffee" * 6 + "abcd"
+
+
+@pytest.fixture
+async def svc(redis: Any, redis_server: RedisProcess,
+              settings_factory: Any) -> AsyncIterator[Services]:
+    settings = settings_factory()
+    pool = await create_pool(arq_settings(redis_server.url), default_queue_name=QUEUE_NAME)
+    try:
+        yield Services(settings=settings, redis=pool, store=RunStore(pool),
+                       github=GitHubApp(settings), models=None)
+    finally:
+        await pool.aclose()
+
+
+def make_run(run_id: str, number: int, created_at: float, status: RunStatus) -> Run:
+    return Run(id=run_id, repo="acme/shop", installation_id=1, issue_number=number,
+               issue_title="t", triggered_by="alice", trigger_delivery=f"d-{run_id}",
+               attempt=1, branch=f"conductor/issue-{number}-t", created_at=created_at,
+               status=status, head_sha=HEAD if status is RunStatus.VERIFYING else None)
+
+
+async def test_a_run_waiting_on_ci_is_reconciled_after_hundreds_of_newer_runs(
+    svc: Services,
+) -> None:
+    # Weeks on many repositories: one run waits on CI (a stuck check that sends no more
+    # webhooks) while 300 later runs come and go. Only the reconcile can time its CI out.
+    waiting = make_run("old-1-1-aaaaaa", 1, 1_000.0, RunStatus.VERIFYING)
+    await svc.store.create(waiting)
+    for i in range(300):
+        run = make_run(f"new-{i}-1-bbbbbb", 100 + i, 2_000.0 + i, RunStatus.RUNNING)
+        await svc.store.create(run)
+        await svc.store.set_fields(run.id, status=RunStatus.DONE)
+
+    outcome = await reconcile({"services": svc})
+
+    assert outcome == "nudged 1 runs"
+    queued = [k.decode() for k in await svc.redis.zrange(QUEUE_NAME, 0, -1)]
+    [job_id] = [k for k in queued if k.startswith(f"ci:{waiting.id}:")]
+    assert await ArqJob(job_id, svc.redis, _queue_name=QUEUE_NAME).status() is JobStatus.queued
+
+
+async def test_a_run_leaves_the_active_index_when_it_ends_and_returns_on_retry(
+    svc: Services,
+) -> None:
+    run = make_run("r-1-1-cccccc", 1, 1_000.0, RunStatus.RUNNING)
+    await svc.store.create(run)
+    assert [r.id for r in await svc.store.active()] == [run.id]
+    await svc.store.set_fields(run.id, status=RunStatus.NEEDS_HUMAN)
+    assert await svc.store.active() == []
+    await svc.store.set_fields(run.id, status=RunStatus.RUNNING)  # `/agent retry`
+    assert [r.id for r in await svc.store.active()] == [run.id]
