@@ -28,12 +28,11 @@ from redis.asyncio import Redis
 from app.limits import Limits
 from app.models import ModelCall
 from app.pricing import worst_case_cost
+from app.runs import CALLS_KEY, USAGE_KEY
 
 if TYPE_CHECKING:
     from app.models import ModelRequest
 
-USAGE_KEY = "conductor:run:{run_id}:usage"
-CALLS_KEY = "conductor:run:{run_id}:calls"
 ALL = "all"
 # Spending recorded when the allowance was last renewed (`/agent retry`): limits count from here.
 ALLOWANCE = "allowance"

@@ -9,7 +9,7 @@ from app import tracking, verify
 from app.commands import PR_KEY
 from app.logs import get_logger
 from app.pulls import upsert_pull_request
-from app.runs import Run, RunStatus
+from app.runs import RUN_RETENTION, Run, RunStatus
 from app.services import Services
 from app.stopping import stop_run
 
@@ -40,7 +40,7 @@ async def finalize_run(ctx: dict[str, Any], run_id: str) -> str:
         fresh.pr_opened_at = fresh.pr_opened_at or now
 
     fresh = await svc.store.update(run_id, opened) or run
-    await svc.redis.set(PR_KEY.format(repo=run.repo, number=number), run.id)
+    await svc.redis.set(PR_KEY.format(repo=run.repo, number=number), run.id, ex=RUN_RETENTION)
     if opening:
         await svc.store.log(run.id, "pr", f"draft pull request #{number} is open")
         # The PR body's timeline should include the line above: render once more.

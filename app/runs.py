@@ -10,6 +10,10 @@ Every write is safe to repeat (jobs run at least once). Keys:
     conductor:runs                 sorted set of run ids by creation time
     conductor:runs:active          sorted set of the runs not ended yet (what reconcile visits)
     conductor:lock:path:{repo}:{p} per-path locks held by running steps (fenced)
+
+A run's keys (its record, steps, timeline, usage and model calls) live while it is active and
+for `RUN_RETENTION` seconds after its last write once it has ended: weeks of runs on many
+repositories must not fill Redis's memory. Entries older than that leave the index too.
 """
 
 from __future__ import annotations
@@ -39,6 +43,13 @@ ATTEMPTS_KEY = "conductor:issue:{repo}#{number}:attempts"
 LATEST_KEY = "conductor:issue:{repo}#{number}:latest"
 COMMIT_KEY = "conductor:commit:{repo}:{sha}"  # a commit on a run's branch -> the run
 COMMIT_TTL = 30 * 24 * 3600
+USAGE_KEY = "conductor:run:{run_id}:usage"  # app.budget
+CALLS_KEY = "conductor:run:{run_id}:calls"  # app.budget
+# An ended run's keys, the issue's pointer to it and its pull request's: long enough for the
+# pull request to be reviewed and merged (its outcome is recorded on the run), and for the
+# dashboard and `conductor replay` to look back a quarter.
+RUN_RETENTION = 90 * 24 * 3600
+_RUN_DATA_KEYS = (STEPS_KEY, TIMELINE_KEY, USAGE_KEY, CALLS_KEY)
 
 
 class RunStatus(StrEnum):
@@ -168,15 +179,22 @@ class RunStore:
         return _s(value) if value is not None else None
 
     async def next_attempt(self, repo: str, number: int) -> int:
-        return int(await self.redis.incr(ATTEMPTS_KEY.format(repo=repo, number=number)))
+        key = ATTEMPTS_KEY.format(repo=repo, number=number)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, RUN_RETENTION)  # numbering restarts on an issue idle for that long
+            attempt, _ = await pipe.execute()
+        return int(attempt)
 
     async def create(self, run: Run) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(RUN_KEY.format(run_id=run.id), run.to_json(), nx=True)
             pipe.zadd(RUNS_INDEX, {run.id: run.created_at})
+            pipe.zremrangebyscore(RUNS_INDEX, "-inf", f"({time.time() - RUN_RETENTION}")
             if run.status.active:
                 pipe.zadd(ACTIVE_INDEX, {run.id: run.created_at})
-            pipe.set(LATEST_KEY.format(repo=run.repo, number=run.issue_number), run.id)
+            pipe.set(LATEST_KEY.format(repo=run.repo, number=run.issue_number), run.id,
+                     ex=RUN_RETENTION)
             await pipe.execute()
 
     async def get(self, run_id: str) -> Run | None:
@@ -329,12 +347,20 @@ class RunStore:
 
 
 def _write(pipe: Any, run: Run) -> None:
-    """Queue the writes that store `run`: its record and its place among the active runs."""
-    pipe.set(RUN_KEY.format(run_id=run.id), run.to_json())
+    """Queue the writes that store `run`: its record, its place among the active runs, and
+    how long its keys live (for ever while active, `RUN_RETENTION` once it has ended)."""
+    key = RUN_KEY.format(run_id=run.id)
+    data = [k.format(run_id=run.id) for k in _RUN_DATA_KEYS]
     if run.status.active:
+        pipe.set(key, run.to_json())
         pipe.zadd(ACTIVE_INDEX, {run.id: run.created_at})
+        for name in data:  # a retried run is active again
+            pipe.persist(name)
     else:
+        pipe.set(key, run.to_json(), ex=RUN_RETENTION)
         pipe.zrem(ACTIVE_INDEX, run.id)
+        for name in data:
+            pipe.expire(name, RUN_RETENTION)
 
 
 _COMPARE_AND_DELETE = """
