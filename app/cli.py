@@ -41,14 +41,18 @@ def _serve(settings: Settings) -> int:
                                   with_worker=False))
         return 0
     import workers.main  # noqa: F401  (the worker's imports take seconds: before "listening")
+    from app.redis import RedisStartError
     from app.web import create_app
 
-    with processes.redis_for(settings) as (redis_url, described):
-        _say(f"Conductor listening on {url} (bot mode, App {settings.github_app_id}; "
-             f"web and worker in one process; {described})")
-        _say("Webhook URL path: /api/github/webhooks")
-        _run(processes.run(settings, app=create_app(settings, redis_url=redis_url),
-                                  redis_url=redis_url, with_worker=True))
+    try:
+        with processes.redis_for(settings) as (redis_url, described):
+            _say(f"Conductor listening on {url} (bot mode, App {settings.github_app_id}; "
+                 f"web and worker in one process; {described})")
+            _say("Webhook URL path: /api/github/webhooks")
+            _run(processes.run(settings, app=create_app(settings, redis_url=redis_url),
+                                      redis_url=redis_url, with_worker=True))
+    except RedisStartError as exc:
+        return _fail(str(exc))
     return 0
 
 

