@@ -24,6 +24,7 @@ from app.runs import Run, RunStatus, StepRecord
 from app.scheduler import StepState, ready_steps, run_outcome
 from app.services import Services
 from app.stopping import stop_run
+from app.workspace import sweep_worktrees
 
 log = get_logger(__name__)
 
@@ -89,6 +90,7 @@ async def reconcile(ctx: dict[str, Any]) -> str:
             await svc.redis.enqueue_job(Job.EVALUATE_CI, run.id, run.head_sha,
                                         _job_id=f"ci:{run.id}:{run.head_sha[:12]}:r{tick}")
             nudged += 1
+    await sweep_worktrees(svc.data_dir, older_than=svc.settings.conductor_job_timeout + 60)
     return f"nudged {nudged} runs"
 
 

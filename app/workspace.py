@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from githubkit.exception import RequestFailed
 
 from app.git import GitError, Workspace, auth_failed, git, resolve_commit
+from app.logs import get_logger
 from app.runs import Run
 from app.services import Services
+
+log = get_logger(__name__)
 
 
 def clone_url(svc: Services, repo: str) -> str:
@@ -104,4 +110,41 @@ async def human_commits(workspace: Workspace, base: str, head: str,
                                  files=[name for name in files.split("\0") if name][:20]))
         if len(found) == limit:
             break
+    return found
+
+
+async def sweep_worktrees(data_dir: Path, older_than: float) -> int:
+    """Remove the worktrees a dead process left under `data_dir` (a job removes its own when
+    it ends, even cancelled; one killed outright cannot, and a step run again gets a new
+    one). A worktree untouched for `older_than` seconds (longer than a job may run) belongs
+    to no live job. Returns how many were removed."""
+    removed = 0
+    for worktrees in sorted((data_dir / "workspaces").glob("*/worktrees")):
+        workspace = Workspace(root=worktrees.parent, clone_url="")
+        if not _stale(worktrees, older_than):
+            continue
+        async with workspace.locked():
+            stale = _stale(worktrees, older_than)  # again: a job may have re-made one
+            for path in stale:
+                if (workspace.clone / ".git").exists():
+                    await git("worktree", "remove", "--force", str(path), cwd=workspace.clone,
+                              check=False)
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+            if (workspace.clone / ".git").exists():
+                await git("worktree", "prune", cwd=workspace.clone, check=False)
+        log.info("stale worktrees removed", workspace=worktrees.parent.name,
+                 count=len(stale))
+    return removed
+
+
+def _stale(worktrees: Path, older_than: float) -> list[Path]:
+    cutoff = time.time() - older_than
+    found = []
+    for path in worktrees.iterdir():
+        try:
+            if path.is_dir() and path.stat().st_mtime < cutoff:
+                found.append(path)
+        except OSError:  # removed meanwhile
+            continue
     return found

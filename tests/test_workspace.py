@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
+from typing import Any
 
 from app.git import Workspace, git
-from app.workspace import human_commits
+from app.processes import build_worker
+from app.redis import RedisProcess
+from app.workspace import human_commits, sweep_worktrees
 
 
 async def commit(clone: Path, files: dict[str, str], message: str) -> str:
@@ -40,3 +45,48 @@ async def test_clones_and_worktrees_are_readable_by_this_user_only(tmp_path: Pat
 
     assert (worktree / "app.py").is_file()
     assert workspace.root.stat().st_mode & 0o777 == 0o700
+
+
+async def _clone_with_worktrees(data_dir: Path, names: list[str]) -> tuple[Workspace, list[Path]]:
+    workspace = Workspace.for_repo(data_dir, "acme/shop", "https://example.invalid/r.git")
+    workspace.clone.mkdir(parents=True)
+    await git("init", "--quiet", cwd=workspace.clone)
+    await commit(workspace.clone, {"README.md": "x\n"}, "initial")
+    return workspace, [await workspace.add_worktree(name, "HEAD") for name in names]
+
+
+async def _registered(workspace: Workspace) -> list[str]:
+    out = await git("worktree", "list", "--porcelain", cwd=workspace.clone)
+    return [Path(line.split(" ", 1)[1]).name for line in out.splitlines()
+            if line.startswith("worktree ") and "/worktrees/" in line]
+
+
+async def test_worktrees_left_by_a_killed_worker_are_removed_and_live_ones_kept(
+    tmp_path: Path,
+) -> None:
+    # A worker killed mid-step leaves its worktree (a whole checkout) behind; the step is then
+    # failed and retried under a new name, so nothing would ever remove it.
+    workspace, (orphan, live) = await _clone_with_worktrees(
+        tmp_path, ["r-1-a-1", "r-2-b-1"])
+    an_hour_ago = time.time() - 3600
+    os.utime(orphan, (an_hour_ago, an_hour_ago))
+
+    assert await sweep_worktrees(tmp_path, older_than=960) == 1
+
+    assert not orphan.exists() and live.exists()
+    assert await _registered(workspace) == ["r-2-b-1"]
+
+
+async def test_a_worker_starting_after_a_crash_removes_stale_worktrees(
+    redis_server: RedisProcess, redis: Any, settings_factory: Any, tmp_path: Path,
+) -> None:
+    settings = settings_factory()
+    workspace, (orphan,) = await _clone_with_worktrees(settings.conductor_data_dir, ["r-1-a-1"])
+    long_ago = time.time() - settings.conductor_job_timeout - 3600
+    os.utime(orphan, (long_ago, long_ago))
+
+    worker = build_worker(settings, redis_server.url, burst=True, poll_delay=0.01)
+    await worker.main()
+    await worker.close()
+
+    assert not orphan.exists() and await _registered(workspace) == []

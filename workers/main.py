@@ -32,6 +32,7 @@ from app.stepper import fail_step
 from app.stepper import run_step as _run_step
 from app.stopping import give_up_run
 from app.trigger import report_failed_event, start_run
+from app.workspace import sweep_worktrees
 
 log = get_logger(__name__)
 
@@ -207,6 +208,9 @@ async def startup(ctx: dict[str, Any]) -> None:
         ctx["settings"] = load_settings()
         configure_logging(ctx["settings"].log_level, ctx["settings"].secret_values())
     settings = ctx["settings"]
+    # Worktrees a killed worker left behind (a job removes its own when it ends).
+    await sweep_worktrees(settings.conductor_data_dir,
+                          older_than=settings.conductor_job_timeout + 60)
     ctx.setdefault("handlers", {
         routing.INSTALLATION: handle_installation,
         routing.START_RUN: start_run,
