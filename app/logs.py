@@ -125,6 +125,26 @@ def configure_logging(level: str = "info", secrets: Iterable[str] = (), stream: 
         lg = logging.getLogger(name)
         lg.handlers = []
         lg.propagate = True
+    logging.getLogger("arq.worker").addFilter(_QUIET_RECONCILE)  # a set: added once
+
+
+class _QuietReconcile(logging.Filter):
+    """arq logs the start and end of every job at info. The reconcile cron and the jobs it
+    queues for each active run (ids naming `reconcile`) come every CONDUCTOR_RECONCILE_SECONDS
+    for as long as the bot runs: thousands of lines a day saying nothing happened. They show
+    at debug; their warnings and failures show as any other job's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # arq's per-job lines start with the job's timing: "%6.2fs → %s(%s)%s" and the like.
+        if (record.levelno > logging.INFO or not isinstance(record.args, tuple)
+                or not str(record.msg).startswith("%6.2fs")):
+            return True
+        if any(isinstance(arg, str) and "reconcile" in arg for arg in record.args):
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
+_QUIET_RECONCILE = _QuietReconcile()
 
 
 def get_logger(name: str | None = None) -> Any:

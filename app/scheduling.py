@@ -88,7 +88,7 @@ async def reconcile(ctx: dict[str, Any]) -> str:
         elif run.status is RunStatus.VERIFYING and run.head_sha:
             # GitHub never redelivers a webhook on its own: read CI from the API instead.
             await svc.redis.enqueue_job(Job.EVALUATE_CI, run.id, run.head_sha,
-                                        _job_id=f"ci:{run.id}:{run.head_sha[:12]}:r{tick}")
+                                        _job_id=f"ci:{run.id}:{run.head_sha[:12]}:reconcile-{tick}")
             nudged += 1
     await sweep_worktrees(svc.data_dir, older_than=svc.settings.conductor_job_timeout + 60)
     return f"nudged {nudged} runs"

@@ -5,10 +5,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+from typing import Any
 
 import pytest
+from arq.connections import create_pool
 
+from app.constants import QUEUE_NAME
 from app.logs import _TOKEN_PATTERNS, REDACTED, Redactor, configure_logging, get_logger
+from app.processes import build_worker
+from app.redis import RedisProcess, arq_settings
 
 PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAxyz\nabc+/=\n-----END RSA PRIVATE KEY-----"
 TOKENS = [
@@ -81,3 +86,35 @@ def test_log_lines_are_json_and_redacted_including_stdlib_and_tracebacks() -> No
     for secret in [*TOKENS[:4], "configured-secret-123"]:
         assert secret not in text
     assert "RuntimeError" in lines[-1]["exception"]
+
+
+async def test_the_periodic_reconcile_does_not_log_a_line_per_tick_at_info(
+    redis_server: RedisProcess, redis: Any, settings_factory: Any,
+) -> None:
+    # Every CONDUCTOR_RECONCILE_SECONDS, for weeks: arq's start and end line for the cron and
+    # for each run it nudges would be most of the log. A job of the same kind that a run's
+    # own progress queued still shows.
+    pool = await create_pool(arq_settings(redis_server.url), default_queue_name=QUEUE_NAME)
+    await pool.enqueue_job("schedule_run", "gone-1", "reconcile",
+                           _job_id="schedule:gone-1:reconcile:1700000000")
+    await pool.enqueue_job("schedule_run", "gone-2", "plan", _job_id="schedule:gone-2:plan")
+    await pool.aclose()
+    out = io.StringIO()
+    configure_logging("info", stream=out)
+    worker = build_worker(settings_factory(), redis_server.url, burst=True, poll_delay=0.01)
+    await worker.main()
+    await worker.close()
+
+    assert worker.jobs_complete == 2
+    events = [json.loads(line)["event"] for line in out.getvalue().splitlines()]
+    assert [e for e in events if "gone-2" in e]  # → and ← of the plan's job
+    assert [e for e in events if "gone-1" in e] == []
+    assert [e for e in events if e.startswith("Starting worker")]  # names cron:reconcile
+
+    out.truncate(0)
+    out.seek(0)
+    configure_logging("debug", stream=out)
+    logging.getLogger("arq.worker").info("%6.2fs → %s(%s)%s", 0.0,
+                                         "schedule:gone-1:reconcile:1:schedule_run", "", "")
+    assert "reconcile" in out.getvalue()
+    configure_logging("info")
