@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -15,7 +16,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 
-from app.redis import RedisProcess, free_port, redis_server_binary, start_redis
+from app.constants import QUEUE_NAME
+from app.github import GitHubApp
+from app.redis import RedisProcess, arq_settings, free_port, redis_server_binary, start_redis
+from app.runs import RunStore
+from app.services import Services
 from app.settings import Settings
 from app.webhooks import signature_for
 
@@ -71,6 +76,19 @@ def settings_factory(private_key_pem: str, tmp_path: Path) -> Any:
         return make_settings(private_key_pem, tmp_path, **values)
 
     return build
+
+
+@contextlib.asynccontextmanager
+async def services_for(settings: Settings, redis_url: str) -> AsyncIterator[Services]:
+    """What a worker's jobs get, on an arq pool of the test Redis; no model client."""
+    from arq import create_pool
+
+    pool = await create_pool(arq_settings(redis_url), default_queue_name=QUEUE_NAME)
+    try:
+        yield Services(settings=settings, redis=pool, store=RunStore(pool),
+                       github=GitHubApp(settings), models=None)
+    finally:
+        await pool.aclose()
 
 
 def load_fixture(name: str) -> dict[str, Any]:

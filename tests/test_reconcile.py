@@ -6,16 +6,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from arq import create_pool
 from arq.jobs import Job as ArqJob
 from arq.jobs import JobStatus
 
 from app.constants import QUEUE_NAME
-from app.github import GitHubApp
-from app.redis import RedisProcess, arq_settings
-from app.runs import Run, RunStatus, RunStore
+from app.redis import RedisProcess
+from app.runs import Run, RunStatus
 from app.scheduling import reconcile
 from app.services import Services
+from tests.conftest import services_for
 
 HEAD = "c0ffee" * 6 + "abcd"
 
@@ -23,13 +22,8 @@ HEAD = "c0ffee" * 6 + "abcd"
 @pytest.fixture
 async def svc(redis: Any, redis_server: RedisProcess,
               settings_factory: Any) -> AsyncIterator[Services]:
-    settings = settings_factory()
-    pool = await create_pool(arq_settings(redis_server.url), default_queue_name=QUEUE_NAME)
-    try:
-        yield Services(settings=settings, redis=pool, store=RunStore(pool),
-                       github=GitHubApp(settings), models=None)
-    finally:
-        await pool.aclose()
+    async with services_for(settings_factory(), redis_server.url) as services:
+        yield services
 
 
 def make_run(run_id: str, number: int, created_at: float, status: RunStatus) -> Run:

@@ -8,23 +8,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from arq import create_pool
 from githubkit import GitHub, TokenAuthStrategy
 
 from app.agent import untrusted
 from app.commands import handle_command
-from app.constants import QUEUE_NAME
 from app.events import Event
-from app.github import GitHubApp
 from app.issue_events import handle_issue
 from app.planning import issue_context, retry_notes
-from app.redis import RedisProcess, arq_settings
+from app.redis import RedisProcess
 from app.routing import Identity, route
-from app.runs import Run, RunStatus, RunStore
+from app.runs import Run, RunStatus
 from app.services import Services
 from app.settings import Settings
 from app.stopping import give_up_run, stop_run
 from app.trigger import start_run
+from tests.conftest import services_for
 from tests.emulators.github.testing import Env, running_emulator
 
 REPO = "acme/widgets"
@@ -47,12 +45,8 @@ async def svc(env: Env, tmp_path: Path, redis: Any,
                         github_webhook_secret="secret-0123456789",
                         github_api_url=env.url, conductor_data_dir=tmp_path / "data",
                         conductor_env_file=tmp_path / ".env")
-    pool = await create_pool(arq_settings(redis_server.url), default_queue_name=QUEUE_NAME)
-    try:
-        yield Services(settings=settings, redis=pool, store=RunStore(pool),
-                       github=GitHubApp(settings), models=None)
-    finally:
-        await pool.aclose()
+    async with services_for(settings, redis_server.url) as services:
+        yield services
 
 
 def identity(env: Env) -> Identity:
