@@ -269,6 +269,31 @@ def test_pull_request_validation(gh: Env, client: GitHub[Any]) -> None:
     assert info.value.response.status_code == 422
 
 
+def test_bodies_longer_than_github_takes_are_refused(gh: Env, client: GitHub[Any]) -> None:
+    issue = client.rest.issues.create(OWNER, REPO, title="Long").parsed_data
+    longest = "x" * 65_536
+    comment = client.rest.issues.create_comment(OWNER, REPO, issue.number, body=longest)
+    calls = [
+        lambda body: client.rest.issues.create_comment(OWNER, REPO, issue.number, body=body),
+        lambda body: client.rest.issues.update_comment(OWNER, REPO, comment.parsed_data.id,
+                                                       body=body),
+        lambda body: client.rest.issues.update(OWNER, REPO, issue.number, body=body),
+        lambda body: client.rest.issues.create(OWNER, REPO, title="t", body=body),
+    ]
+    for call in calls:
+        with pytest.raises(RequestFailed) as info:
+            call(longest + "x")
+        assert info.value.response.status_code == 422
+        [error] = info.value.response.json()["errors"]
+        assert error["code"] == "custom" and error["field"] == "body"
+        assert error["message"] == "body is too long (maximum is 65536 characters)"
+    gh.state.commit_files("acme/widgets", "long", {"l.txt": "l"}, "long")
+    with pytest.raises(RequestFailed) as info:
+        client.rest.pulls.create(OWNER, REPO, title="t", head="long", base="main",
+                                 body=longest + "x")
+    assert info.value.response.json()["errors"][0]["resource"] == "PullRequest"
+
+
 def test_closing_pull_and_reopening(gh: Env, client: GitHub[Any]) -> None:
     gh.state.commit_files("acme/widgets", "feature", {"new.txt": "n"}, "new")
     pull = client.rest.pulls.create(

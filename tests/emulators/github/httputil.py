@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .access import Principal, can_see
-from .errors import ApiError, invalid_field, not_found, validation_failed
+from .errors import ApiError, custom_error, invalid_field, not_found, validation_failed
 from .records import Repo
 
 if TYPE_CHECKING:
@@ -103,6 +103,19 @@ def require_str(body: dict[str, Any], key: str, resource: str) -> str:
     value = body.get(key)
     if not isinstance(value, str) or not value:
         raise validation_failed(invalid_field(resource, key, "missing_field"))
+    return value
+
+
+# GitHub refuses an issue's, pull request's or comment's body longer than this.
+MAX_BODY_CHARS = 65_536
+
+
+def body_text(body: dict[str, Any], resource: str, *, required: bool = False) -> Any:
+    """The request's `body` field, refused as GitHub refuses one that is too long."""
+    value = require_str(body, "body", resource) if required else body.get("body")
+    if isinstance(value, str) and len(value) > MAX_BODY_CHARS:
+        raise validation_failed(custom_error(
+            resource, f"body is too long (maximum is {MAX_BODY_CHARS} characters)", "body"))
     return value
 
 

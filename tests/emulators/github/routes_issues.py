@@ -11,6 +11,7 @@ from starlette.routing import Route
 from .access import authorize
 from .errors import invalid_field, not_found, validation_failed
 from .httputil import (
+    body_text,
     endpoint,
     int_param,
     json_response,
@@ -91,7 +92,7 @@ async def create_issue(request: Request) -> Response:
         principal_of(request),
         repo,
         require_str(body, "title", "Issue"),
-        body.get("body"),
+        body_text(body, "Issue"),
         _label_names(body) if body.get("labels") else None,
         body.get("assignees"),
     )
@@ -114,7 +115,7 @@ async def update_issue(request: Request) -> Response:
         repo,
         int_param(request, "number"),
         title=body.get("title"),
-        body=body.get("body"),
+        body=body_text(body, "Issue"),
         state=body.get("state"),
         state_reason=body.get("state_reason"),
         labels=_label_names(body) if "labels" in body else None,
@@ -243,7 +244,7 @@ async def create_comment(request: Request) -> Response:
         principal_of(request),
         repo,
         int_param(request, "number"),
-        require_str(body, "body", "IssueComment"),
+        body_text(body, "IssueComment", required=True),
     )
     return json_response(comment_json(state, comment), 201)
 
@@ -266,7 +267,7 @@ async def update_comment(request: Request) -> Response:
         principal_of(request),
         repo,
         int_param(request, "comment_id"),
-        require_str(body, "body", "IssueComment"),
+        body_text(body, "IssueComment", required=True),
     )
     return json_response(comment_json(state, comment))
 

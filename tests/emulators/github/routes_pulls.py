@@ -11,6 +11,7 @@ from starlette.routing import Route
 from .access import authorize
 from .errors import ApiError, invalid_field, validation_failed
 from .httputil import (
+    body_text,
     bool_param,
     endpoint,
     int_param,
@@ -65,7 +66,7 @@ async def create_pull(request: Request) -> Response:
         title=require_str(body, "title", "PullRequest"),
         head=require_str(body, "head", "PullRequest"),
         base=require_str(body, "base", "PullRequest"),
-        body=body.get("body"),
+        body=body_text(body, "PullRequest"),
         draft=bool_param(body.get("draft")),
         maintainer_can_modify=bool_param(body.get("maintainer_can_modify")),
     )
@@ -91,7 +92,7 @@ async def update_pull(request: Request) -> Response:
         repo,
         int_param(request, "number"),
         title=body.get("title"),
-        body=body.get("body"),
+        body=body_text(body, "PullRequest"),
         state=body.get("state"),
         base=body.get("base"),
     )
