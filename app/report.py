@@ -198,6 +198,7 @@ def _context(run: Run, steps: dict[str, StepRecord], timeline: list[dict[str, An
              "step": e.get("step")}
             for e in timeline
         ],
+        "timeline_omitted": 0,
         "gantt": gantt(run, plan_steps, steps, timeline) if plan_steps else "",
         "risk_flags": [cell(f, 200) for f in run.risk_flags],
         "ci": _ci_rows(run),
@@ -211,6 +212,10 @@ def _context(run: Run, steps: dict[str, StepRecord], timeline: list[dict[str, An
     }
 
 
+# GitHub's limit is 65,536 characters; a margin for how it may count some of them.
+MAX_BODY_CHARS = 65_000
+
+
 def tracking_comment(run: Run, steps: dict[str, StepRecord], timeline: list[dict[str, Any]],
                      usage: list[UsageRow], now: float | None = None) -> str:
     return render("comments/tracking.md.j2", **_context(run, steps, timeline, usage, now))
@@ -218,7 +223,29 @@ def tracking_comment(run: Run, steps: dict[str, StepRecord], timeline: list[dict
 
 def pr_body(run: Run, steps: dict[str, StepRecord], timeline: list[dict[str, Any]],
             usage: list[UsageRow], now: float | None = None) -> str:
-    return render("pr/body.md.j2", **_context(run, steps, timeline, usage, now))
+    """The pull request's description. GitHub refuses a body over 65,536 characters, and a
+    long run's timeline (retries, CI-fix rounds) can pass that: the oldest events are then
+    left out, with a note, so that the body still fits."""
+    context = _context(run, steps, timeline, usage, now)
+    events = context["timeline"]
+
+    def keeping(count: int) -> str:
+        """The body with only the newest `count` events."""
+        return render("pr/body.md.j2", **{**context, "timeline": events[len(events) - count:],
+                                          "timeline_omitted": len(events) - count})
+
+    body = render("pr/body.md.j2", **context)
+    if len(body) <= MAX_BODY_CHARS:
+        return body
+    fitting, low, high = None, 0, len(events) - 1  # the most events that still fit
+    while low <= high:
+        middle = (low + high) // 2
+        candidate = keeping(middle)
+        if len(candidate) <= MAX_BODY_CHARS:
+            fitting, low = candidate, middle + 1
+        else:
+            high = middle - 1
+    return fitting if fitting is not None else keeping(0)[:MAX_BODY_CHARS]
 
 
 def check_summary(run: Run, steps: dict[str, StepRecord], timeline: list[dict[str, Any]],

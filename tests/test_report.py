@@ -141,3 +141,21 @@ def test_the_check_run_summary_says_what_the_run_is_doing() -> None:
     assert "Working on **docs** Document /health" in summary
     assert "| 2 | `2222222` | ✅ passed |" in summary
     assert "Cost so far $0.32" in summary
+
+
+def test_a_long_runs_pr_body_fits_github_with_the_latest_events() -> None:
+    # Retries and CI-fix rounds make long timelines; GitHub refuses a body over 65,536
+    # characters, which would leave the run unable to open or update its pull request.
+    run, steps, _, usage = sample()
+    timeline: list[dict[str, object]] = [
+        {"at": T0 + i, "kind": "step", "message": f"event {i:04d} " + "x" * 280, "step": "route"}
+        for i in range(600)
+    ]
+    body = pr_body(run, steps, timeline, usage, now=T0 + 700)  # type: ignore[arg-type]
+    assert len(body) <= 65_536
+    assert "event 0599" in body and "event 0000" not in body
+    kept = body.count("event 0")
+    assert f"The latest {kept} of 600 events" in body
+    assert f"… {600 - kept} earlier events are left out" in body
+    assert kept > 150  # as many as fit, not a token few
+    assert body.rstrip().endswith(f"Trace id `{run.id}`.</sub>")  # the end is still there
