@@ -301,8 +301,13 @@ async def needs_human(svc: Services, run: Run, diagnosis: str) -> None:
 async def fix_ci(ctx: dict[str, Any], run_id: str, sha: str) -> str:
     svc: Services = ctx["services"]
     run = await svc.store.get(run_id)
-    if run is None or run.status is not RunStatus.FIXING or run.head_sha != sha:
+    if run is None or run.status is not RunStatus.FIXING:
         return "stale: the run is not fixing this commit"
+    if run.head_sha != sha:
+        # Someone pushed after CI failed and before this job ran (their push found the run
+        # fixing, not waiting): their commit is what CI has to judge now.
+        await begin(svc, run.id)
+        return f"stale: {str(run.head_sha)[:7]} was pushed since; waiting for CI on it"
     own = svc.settings.github_app_id
     owner, name = run.repo.split("/", 1)
     async with svc.github.installation(run.installation_id) as gh:

@@ -1,0 +1,133 @@
+"""People acting on the bot's pull request or branch while its run is live: pushing, force-
+pushing, resetting, closing, merging. The real handlers and CI jobs against the GitHub
+emulator and a real Redis, fed the payloads the emulator's own webhooks carry."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from app import verify
+from app.commands import PR_KEY
+from app.events import Event
+from app.pr_events import handle_pull_request
+from app.routing import route
+from app.runs import Run, RunStatus
+from app.services import Services
+from app.verify import DONE_LABEL
+from tests import test_triggers
+from tests.emulators.github.testing import Env
+
+env, svc = test_triggers.env, test_triggers.svc  # the same fixtures
+started, identity, last_event = test_triggers.started, test_triggers.identity, \
+    test_triggers.last_event
+
+REPO = "acme/widgets"
+
+
+def bot_commit(env: Env, run: Run, step: str, files: dict[str, str | None]) -> str:
+    """A commit of step `step` on the run's branch, as the bot's push would leave it."""
+    message = f"Step {step}\n\nConductor-Run: {run.id}\nConductor-Step: {step}\n"
+    return env.state.commit_files(REPO, run.branch, files, message,
+                                  author=env.state.app.bot_login)
+
+
+@pytest.fixture
+async def verifying(env: Env, svc: Services) -> Run:
+    """A run whose two steps pushed, whose draft PR is open and which waits on CI."""
+    from app.pulls import upsert_pull_request
+
+    run = await started(env, svc)
+    base = env.state.git(env.repo).ref_sha("refs/heads/main")
+    first = bot_commit(env, run, "a", {"widgets/a.py": "A = 1\n"})
+    second = bot_commit(env, run, "b", {"widgets/b.py": "B = 2\n"})
+    for sha in (first, second):
+        await svc.store.map_commit(REPO, sha, run.id)
+    run = await svc.store.set_fields(run.id, base_sha=base, head_sha=second,
+                                     status=RunStatus.VERIFYING) or run
+    number, url = await upsert_pull_request(svc, run)
+    await svc.redis.set(PR_KEY.format(repo=REPO, number=number), run.id)
+    run = await svc.store.set_fields(run.id, pr_number=number, pr_url=url) or run
+    await verify.begin(svc, run.id)
+    return await svc.store.get(run.id) or run
+
+
+async def deliver(env: Env, svc: Services, name: str, payload: dict[str, Any]) -> str:
+    decision = route(name, payload, identity(env))
+    if decision.kind is None:
+        return f"routed away: {decision.ignored}"
+    event = Event(delivery_id=f"p-{len(env.state.events)}", name=name, kind=decision.kind,
+                  payload=payload)
+    handler = handle_pull_request if decision.kind == "pull_request" else verify.ci_event
+    return await handler({"services": svc}, event)
+
+
+async def fresh(svc: Services, run: Run) -> Run:
+    found = await svc.store.get(run.id)
+    assert found is not None
+    return found
+
+
+def pull(env: Env, number: int) -> Any:
+    return next(p for p in env.state.pulls.values()
+                if p.repo_id == env.repo.id and p.number == number)
+
+
+def labels(env: Env, number: int) -> set[str]:
+    issue = next(i for i in env.state.issues.values()
+                 if i.repo_id == env.repo.id and i.number == number)
+    return set(issue.labels)
+
+
+async def evaluate(svc: Services, run: Run, sha: str) -> str:
+    settle = svc.settings.model_copy(update={"conductor_ci_settle_seconds": 0.0})
+    return await verify.evaluate_ci({"services": dataclasses.replace(svc, settings=settle)},
+                                    run.id, sha)
+
+
+async def test_a_push_while_the_fix_is_queued_is_waited_on_not_left_hanging(
+    env: Env, svc: Services, verifying: Run
+) -> None:
+    run = verifying
+    red = run.head_sha
+    assert red is not None
+    env.state.create_status(REPO, red, "failure", "test", description="1 failed")
+    assert (await evaluate(svc, run, red)).startswith("CI red")
+    assert (await fresh(svc, run)).status is RunStatus.FIXING
+    # Before the fix job runs, alice pushes her own fix.
+    mine = env.state.as_user("alice").push(REPO, run.branch, {"widgets/b.py": "B = 3\n"},
+                                           "Fix b by hand")
+    await deliver(env, svc, "pull_request", last_event(env, "pull_request", "synchronize"))
+    await verify.fix_ci({"services": svc}, run.id, red)  # the queued job, now stale
+    waiting = await fresh(svc, run)
+    assert waiting.status is RunStatus.VERIFYING and waiting.ci[-1]["sha"] == mine
+    env.state.create_status(REPO, mine, "success", "test")
+    await evaluate(svc, run, mine)
+    done = await fresh(svc, run)
+    assert done.status is RunStatus.DONE
+    assert not pull(env, run.pr_number or 0).draft
+    assert DONE_LABEL in labels(env, run.issue_number)
+
+
+@pytest.mark.parametrize("merged", [False, True])
+async def test_closing_or_merging_the_pr_before_ci_finishes_ends_the_run(
+    env: Env, svc: Services, verifying: Run, merged: bool
+) -> None:
+    run = verifying
+    alice = env.state.as_user("alice")
+    if merged:
+        alice.mark_ready(REPO, run.pr_number or 0)  # GitHub merges no draft
+        alice.merge_pull(REPO, run.pr_number or 0)
+    else:
+        alice.close_pull(REPO, run.pr_number or 0)
+    await deliver(env, svc, "pull_request", last_event(env, "pull_request", "closed"))
+    ended = await fresh(svc, run)
+    assert ended.status is RunStatus.CANCELLED and ended.outcome is not None
+    assert ended.outcome["merged"] is merged
+    assert run.head_sha is not None
+    env.state.create_status(REPO, run.head_sha, "success", "test")
+    assert (await evaluate(svc, run, run.head_sha)).startswith("stale")
+    assert DONE_LABEL not in labels(env, run.issue_number)
+    assert await svc.store.active_run_id(REPO, run.issue_number) is None
