@@ -1,7 +1,8 @@
 """Events on a run's pull request.
 
-- `synchronize` not sent by the bot: a person pushed to the branch. The commit is kept and
-  built on (the bot never force-pushes); a run waiting on CI waits on the new head instead.
+- `synchronize` not sent by the bot: a person pushed to the branch, perhaps force-pushed it
+  back to a commit the bot made. The branch's head is kept and built on (the bot never
+  force-pushes); a run waiting on CI waits on that head instead.
 - `closed`: the run is finalised for later metrics: merged or not, the lead time from the
   label to the merge, and the number of commits people added after the PR opened. A run still
   active stops (its running steps are aborted).
@@ -48,8 +49,6 @@ async def handle_pull_request(ctx: dict[str, Any], event: Event) -> str:
         sha = payload.get("after") or (pull.get("head") or {}).get("sha")
         if not isinstance(sha, str):
             return "ignored: no head commit"
-        if await svc.store.run_for_commit(run.repo, sha) == run.id:
-            return "ignored: a commit the run already knows"  # its own push, or a repeat
         return await verify.pushed_by_person(svc, run, sha, who)
     if event.action == "closed":
         return await closed(svc, run, pull, who)

@@ -48,7 +48,7 @@ from app.report import neutralise
 from app.runs import Run, RunStatus
 from app.services import Services
 from app.stopping import NEEDS_HUMAN_LABEL, stop_run
-from app.workspace import workspace_for
+from app.workspace import branch_head, workspace_for
 
 log = get_logger(__name__)
 
@@ -479,10 +479,18 @@ async def _give_up(svc: Services, run: Run, what: str, belief: str | None,
 # -- people's pushes ---------------------------------------------------------------------------
 
 async def pushed_by_person(svc: Services, run: Run, sha: str, who: str) -> str:
-    """Someone pushed to the run's branch (`pull_request.synchronize` not sent by the bot)."""
+    """Someone pushed `sha` to the run's branch (`pull_request.synchronize` not sent by the
+    bot). The branch's head as GitHub has it now decides, not the event: a force-push can
+    reset the branch to a commit the run pushed earlier, and events come out of order."""
     await svc.store.map_commit(run.repo, sha, run.id)
-    if run.head_sha == sha:
+    head = await branch_head(svc, run, run.branch)
+    if head is None:
+        return f"ignored: {run.branch} is gone"  # GitHub closes the pull request
+    if head == run.head_sha:
         return "already known"
+    if head != sha:
+        await svc.store.map_commit(run.repo, head, run.id)
+        sha = head
     await svc.store.set_fields(run.id, head_sha=sha)
     await svc.store.log(run.id, "push", f"@{who} pushed {sha[:7]} to {run.branch}; Conductor "
                         "builds on it and never overwrites it", sha=sha, by=who)

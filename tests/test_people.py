@@ -111,6 +111,27 @@ async def test_a_push_while_the_fix_is_queued_is_waited_on_not_left_hanging(
     assert DONE_LABEL in labels(env, run.issue_number)
 
 
+async def test_resetting_the_branch_to_an_earlier_commit_makes_ci_wait_on_that_commit(
+    env: Env, svc: Services, verifying: Run
+) -> None:
+    run = verifying
+    dropped = run.head_sha
+    first = env.state.git(env.repo).rev_parse(f"{dropped}~1")
+    alice = env.state.as_user("alice")
+    env.state.update_git_ref(alice.principal, env.repo, f"refs/heads/{run.branch}", first,
+                             force=True)  # `git reset --hard HEAD~1 && git push -f`
+    await deliver(env, svc, "pull_request", last_event(env, "pull_request", "synchronize"))
+    assert (await fresh(svc, run)).head_sha == first
+    # CI on the commit she dropped reports green; the PR's commit is red.
+    assert dropped is not None
+    env.state.create_status(REPO, dropped, "success", "test")
+    assert (await evaluate(svc, run, dropped)).startswith("stale")
+    env.state.create_status(REPO, first, "failure", "test")
+    assert (await evaluate(svc, run, first)).startswith("CI red")
+    assert pull(env, run.pr_number or 0).draft
+    assert DONE_LABEL not in labels(env, run.issue_number)
+
+
 @pytest.mark.parametrize("merged", [False, True])
 async def test_closing_or_merging_the_pr_before_ci_finishes_ends_the_run(
     env: Env, svc: Services, verifying: Run, merged: bool
