@@ -189,6 +189,11 @@ async def _read(svc: Services, run: Run, sha: str, started: float, now: float) -
 
 async def _act(svc: Services, run: Run, sha: str, reading: Reading, started: float,
                now: float) -> str:
+    head = await branch_head(svc, run, run.branch)
+    if head is not None and head != sha:
+        # Pushed to since, and the push's webhook has not come (or never will): CI on a
+        # commit the pull request no longer has decides nothing.
+        return await pushed_by_person(svc, run, head, None)
     if reading.verdict in (Verdict.GREEN, Verdict.NO_CI):
         await _succeed(svc, run, reading)
         return f"CI {reading.verdict.value}: ready for review"
@@ -478,7 +483,7 @@ async def _give_up(svc: Services, run: Run, what: str, belief: str | None,
 
 # -- people's pushes ---------------------------------------------------------------------------
 
-async def pushed_by_person(svc: Services, run: Run, sha: str, who: str) -> str:
+async def pushed_by_person(svc: Services, run: Run, sha: str, who: str | None) -> str:
     """Someone pushed `sha` to the run's branch (`pull_request.synchronize` not sent by the
     bot). The branch's head as GitHub has it now decides, not the event: a force-push can
     reset the branch to a commit the run pushed earlier, and events come out of order."""
@@ -492,8 +497,10 @@ async def pushed_by_person(svc: Services, run: Run, sha: str, who: str) -> str:
         await svc.store.map_commit(run.repo, head, run.id)
         sha = head
     await svc.store.set_fields(run.id, head_sha=sha)
-    await svc.store.log(run.id, "push", f"@{who} pushed {sha[:7]} to {run.branch}; Conductor "
-                        "builds on it and never overwrites it", sha=sha, by=who)
+    what = f"@{who} pushed {sha[:7]} to {run.branch}" if who else \
+        f"someone pushed {run.branch} to {sha[:7]}"
+    await svc.store.log(run.id, "push", f"{what}; Conductor builds on it and never "
+                        "overwrites it", sha=sha, by=who)
     if run.status is RunStatus.VERIFYING:
         await begin(svc, run.id)
         return f"waiting for CI on {sha[:7]}"

@@ -152,3 +152,28 @@ async def test_closing_or_merging_the_pr_before_ci_finishes_ends_the_run(
     assert (await evaluate(svc, run, run.head_sha)).startswith("stale")
     assert DONE_LABEL not in labels(env, run.issue_number)
     assert await svc.store.active_run_id(REPO, run.issue_number) is None
+
+
+async def test_green_ci_on_a_commit_pushed_over_does_not_mark_the_pr_ready(
+    env: Env, svc: Services, verifying: Run
+) -> None:
+    run = verifying
+    old = run.head_sha
+    assert old is not None
+    # alice pushes; GitHub's synchronize webhook is late (or lost), CI on the old commit is not.
+    mine = env.state.as_user("alice").push(REPO, run.branch, {"widgets/b.py": "B = 3\n"},
+                                           "Tweak b")
+    env.state.create_status(REPO, old, "success", "test")
+    await evaluate(svc, run, old)
+    waiting = await fresh(svc, run)
+    assert waiting.status is RunStatus.VERIFYING and waiting.head_sha == mine
+    assert waiting.ci[-1]["sha"] == mine and not waiting.ci[-1].get("finished_at")
+    assert pull(env, run.pr_number or 0).draft
+    assert DONE_LABEL not in labels(env, run.issue_number)
+    # The late webhook changes nothing more; CI on her commit decides.
+    await deliver(env, svc, "pull_request", last_event(env, "pull_request", "synchronize"))
+    assert len((await fresh(svc, run)).ci) == len(waiting.ci)
+    env.state.create_status(REPO, mine, "success", "test")
+    await evaluate(svc, run, mine)
+    assert (await fresh(svc, run)).status is RunStatus.DONE
+    assert not pull(env, run.pr_number or 0).draft
