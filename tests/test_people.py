@@ -177,3 +177,24 @@ async def test_green_ci_on_a_commit_pushed_over_does_not_mark_the_pr_ready(
     await evaluate(svc, run, mine)
     assert (await fresh(svc, run)).status is RunStatus.DONE
     assert not pull(env, run.pr_number or 0).draft
+
+
+async def test_a_pr_marked_ready_and_edited_by_hand_while_main_moves_on_still_finishes(
+    env: Env, svc: Services, verifying: Run
+) -> None:
+    run = verifying
+    number = run.pr_number or 0
+    alice = env.state.as_user("alice")
+    alice.mark_ready(REPO, number)
+    env.state.update_pull(alice.principal, REPO, number, body="My own notes.")
+    env.state.commit_files(REPO, "main", {"NEWS.md": "Unrelated.\n"}, "Meanwhile on main")
+    for action in ("ready_for_review", "edited"):
+        await deliver(env, svc, "pull_request", last_event(env, "pull_request", action))
+    assert run.head_sha is not None
+    env.state.create_status(REPO, run.head_sha, "success", "test")
+    assert (await evaluate(svc, run, run.head_sha)).startswith("CI green")
+    assert (await fresh(svc, run)).status is RunStatus.DONE
+    assert DONE_LABEL in labels(env, run.issue_number)
+    issue = next(i for i in env.state.issues.values()
+                 if i.repo_id == env.repo.id and i.number == number)
+    assert "My own notes." not in (issue.body or "")  # the bot's report again
