@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import secrets
@@ -73,6 +74,9 @@ COLLECTIONS: dict[str, tuple[type, str]] = {
     "manifest_codes": (ManifestCode, "code"),
 }
 
+# Each emulator state in this process takes the next id base (see `Store.__init__`).
+_ID_BASES = itertools.count(secrets.randbelow(90_000))
+
 
 class Store:
     """Collections of records plus the machinery every domain mixin relies on."""
@@ -128,9 +132,11 @@ class Store:
         self.token_ttl = 3600.0
         self.rate_limit = 5000
         self.app_id = 0  # the emulated App; set by the App mixin
-        # Ids start at a random base so that two emulators in one process never share ids:
-        # githubkit caches tokens process-wide by app and installation id.
-        self._next_id = 100_000_000 + secrets.randbelow(90_000) * 10_000
+        # Ids start at a base of their own so that two emulators in one process never share
+        # ids: githubkit caches JWTs (8 minutes) and tokens process-wide by app and installation
+        # id, and a JWT signed with another emulator's key is a 401. Consecutive bases within a
+        # process; a random start keeps processes apart.
+        self._next_id = 100_000_000 + next(_ID_BASES) % 90_000 * 10_000
 
         self._load()
 
