@@ -9,7 +9,7 @@ Every write is safe to repeat (jobs run at least once). Keys:
     conductor:issue:{repo}#{n}:latest  the issue's latest run, active or not
     conductor:runs                 sorted set of run ids by creation time
     conductor:runs:active          sorted set of the runs not ended yet (what reconcile visits)
-    conductor:lock:path:{repo}:{p} per-path locks held by running steps (fenced)
+    conductor:lock:path:{repo}:{branch}:{p}  per-path locks held by running steps (fenced)
 
 A run's keys (its record, steps, timeline, usage and model calls) live while it is active and
 for `RUN_RETENTION` seconds after its last write once it has ended: weeks of runs on many
@@ -37,7 +37,7 @@ ISSUE_KEY = "conductor:issue:{repo}#{number}"
 RUNS_INDEX = "conductor:runs"
 ACTIVE_INDEX = "conductor:runs:active"
 RUN_LOCK_KEY = "conductor:run:{run_id}:lock"
-PATH_LOCK_KEY = "conductor:lock:path:{repo}:{pattern}"
+PATH_LOCK_KEY = "conductor:lock:path:{repo}:{branch}:{pattern}"
 FENCE_KEY = "conductor:lock:fence"
 ATTEMPTS_KEY = "conductor:issue:{repo}#{number}:attempts"
 LATEST_KEY = "conductor:issue:{repo}#{number}:latest"
@@ -311,11 +311,16 @@ class RunStore:
     async def unlock_run(self, run_id: str, token: str) -> None:
         await self.release(RUN_LOCK_KEY.format(run_id=run_id), token)
 
-    async def lock_paths(self, repo: str, patterns: list[str], owner: str,
+    async def lock_paths(self, repo: str, branch: str, patterns: list[str], owner: str,
                          ttl_s: int) -> int | None:
-        """Take every path lock for `owner` (a run/step), or none. Returns a fencing token
-        (strictly increasing across all locks) or None when another owner holds one."""
-        keys = [PATH_LOCK_KEY.format(repo=repo, pattern=p) for p in sorted(set(patterns))]
+        """Take every path lock for `owner` (a run/step) on `branch`, or none. Returns a
+        fencing token (strictly increasing across all locks) or None when another owner
+        holds one.
+
+        Per branch: steps writing one branch must not edit a path together, but runs on
+        other branches of the repository have worktrees of their own and cannot collide."""
+        keys = [PATH_LOCK_KEY.format(repo=repo, branch=branch, pattern=p)
+                for p in sorted(set(patterns))]
         fence = int(await self.redis.incr(FENCE_KEY))
         value = f"{owner}|{fence}"
         taken: list[str] = []
@@ -333,9 +338,10 @@ class RunStore:
             return None
         return fence
 
-    async def unlock_paths(self, repo: str, patterns: list[str], owner: str) -> None:
+    async def unlock_paths(self, repo: str, branch: str, patterns: list[str],
+                           owner: str) -> None:
         for pattern in sorted(set(patterns)):
-            key = PATH_LOCK_KEY.format(repo=repo, pattern=pattern)
+            key = PATH_LOCK_KEY.format(repo=repo, branch=branch, pattern=pattern)
             current = await self.redis.get(key)
             if current is not None and _s(current).split("|")[0] == owner:
                 await self.release(key, _s(current))

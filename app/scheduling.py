@@ -3,8 +3,9 @@
 Every event that can make a step ready (the plan accepted, a step finished) enqueues its own
 `schedule_run` job with an id naming that event, so no wake-up is lost and a re-executed
 trigger does not schedule twice. The jobs serialise on a per-run lock; a job that finds the
-lock taken is retried shortly. Steps claim their paths with fenced locks in Redis, so two
-running steps (of this run or another on the same repository) never touch the same path.
+lock taken is retried shortly. Steps claim their paths on the run's branch with fenced locks
+in Redis, so two running steps writing one branch never touch the same path; runs on other
+branches of the repository work in worktrees of their own and do not wait for each other.
 """
 
 from __future__ import annotations
@@ -146,11 +147,12 @@ async def _schedule(svc: Services, run_id: str, trigger: str) -> tuple[str, list
     started: list[str] = []
     for step_id in ready_steps(plan, states, running, slots):
         spec = specs[step_id]
-        fence = await svc.store.lock_paths(run.repo, list(spec.files) or [f"__step__/{step_id}"],
+        fence = await svc.store.lock_paths(run.repo, run.branch,
+                                           list(spec.files) or [f"__step__/{step_id}"],
                                            step_owner(run_id, step_id), STEP_LOCK_SECONDS)
         if fence is None:
-            await svc.store.log(run_id, "wait", "waiting: another run holds these paths",
-                                step=step_id)
+            await svc.store.log(run_id, "wait", "waiting: an earlier step on this branch "
+                                "still holds these paths", step=step_id)
             await svc.redis.enqueue_job(Job.SCHEDULE_RUN, run_id, f"paths-{step_id}",
                                         _job_id=f"schedule:{run_id}:paths-{step_id}:{time.time()}",
                                         _defer_by=5)

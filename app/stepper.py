@@ -128,7 +128,8 @@ async def _finish(svc: Services, run: Run, record: StepRecord, state: StepState,
     await svc.store.save_step(run.id, record)
     plan = plan_of(run)
     spec = next(s for s in plan.steps if s.id == record.id)
-    await svc.store.unlock_paths(run.repo, list(spec.files) or [f"__step__/{record.id}"],
+    await svc.store.unlock_paths(run.repo, run.branch,
+                                 list(spec.files) or [f"__step__/{record.id}"],
                                  step_owner(run.id, record.id))
     message = "done" + (f" at {record.commit[:7]}" if record.commit else "") \
         if state is StepState.DONE else f"failed: {record.error}"

@@ -114,5 +114,5 @@ async def abort_steps(svc: Services, run: Run) -> int:
         await job.abort(timeout=0)
         aborted += 1
         files = plan_steps.get(record.id, {}).get("files") or [f"__step__/{record.id}"]
-        await svc.store.unlock_paths(run.repo, files, f"{run.id}:{record.id}")
+        await svc.store.unlock_paths(run.repo, run.branch, files, f"{run.id}:{record.id}")
     return aborted

@@ -50,8 +50,8 @@ async def _a_run_from_start_to_end(store: RunStore, redis: Any, run: Run,
     token = await store.lock_run(run.id)
     assert token is not None
     await store.unlock_run(run.id, token)
-    assert await store.lock_paths(run.repo, ["a.py"], f"{run.id}:a", 3600) is not None
-    await store.unlock_paths(run.repo, ["a.py"], f"{run.id}:a")
+    assert await store.lock_paths(run.repo, run.branch, ["a.py"], f"{run.id}:a", 3600) is not None
+    await store.unlock_paths(run.repo, run.branch, ["a.py"], f"{run.id}:a")
     await store.map_commit(run.repo, "f" * 40, run.id)
     await store.set_fields(run.id, status=end, stop_reason="test")
     await store.log(run.id, "stop", f"{end.value}: test")

@@ -8,6 +8,8 @@ import redis.asyncio as aioredis
 
 from app.runs import Run, RunStatus, RunStore, StepRecord, new_run_id
 
+BRANCH = "conductor/issue-1-x"
+
 
 def make_run(run_id: str = "r-1") -> Run:
     return Run(id=run_id, repo="acme/shop", installation_id=1, issue_number=7,
@@ -66,18 +68,19 @@ async def test_path_locks_exclude_other_owners_and_fence_increases(
     redis: aioredis.Redis,
 ) -> None:
     store = RunStore(redis)
-    first = await store.lock_paths("acme/shop", ["src/api/**", "tests/test_api.py"], "r:a", 60)
+    first = await store.lock_paths("acme/shop", BRANCH, ["src/api/**", "tests/test_api.py"],
+                                   "r:a", 60)
     assert first is not None
-    assert await store.lock_paths("acme/shop", ["tests/test_api.py"], "r:b", 60) is None
+    assert await store.lock_paths("acme/shop", BRANCH, ["tests/test_api.py"], "r:b", 60) is None
     # the refused owner took nothing with it
-    assert await store.lock_paths("acme/shop", ["docs/**"], "r:c", 60) is not None
-    again = await store.lock_paths("acme/shop", ["src/api/**"], "r:a", 60)  # re-run of a
+    assert await store.lock_paths("acme/shop", BRANCH, ["docs/**"], "r:c", 60) is not None
+    again = await store.lock_paths("acme/shop", BRANCH, ["src/api/**"], "r:a", 60)  # re-run of a
     assert again is not None and again > first
 
-    await store.unlock_paths("acme/shop", ["tests/test_api.py"], "r:b")  # not the holder
-    assert await store.lock_paths("acme/shop", ["tests/test_api.py"], "r:b", 60) is None
-    await store.unlock_paths("acme/shop", ["src/api/**", "tests/test_api.py"], "r:a")
-    assert await store.lock_paths("acme/shop", ["tests/test_api.py"], "r:b", 60) is not None
+    await store.unlock_paths("acme/shop", BRANCH, ["tests/test_api.py"], "r:b")  # not the holder
+    assert await store.lock_paths("acme/shop", BRANCH, ["tests/test_api.py"], "r:b", 60) is None
+    await store.unlock_paths("acme/shop", BRANCH, ["src/api/**", "tests/test_api.py"], "r:a")
+    assert await store.lock_paths("acme/shop", BRANCH, ["tests/test_api.py"], "r:b", 60) is not None
 
 
 async def test_run_lock_is_exclusive_and_released_only_by_its_token(
