@@ -6,6 +6,8 @@ or not at all.
 
 from __future__ import annotations
 
+import contextlib
+
 from arq.jobs import Job as ArqJob
 from githubkit.exception import RequestFailed
 
@@ -111,7 +113,10 @@ async def abort_steps(svc: Services, run: Run) -> int:
             continue
         job = ArqJob(f"step:{run.id}:{record.id}:{record.attempt}", svc.redis,
                      _queue_name=QUEUE_NAME)
-        await job.abort(timeout=0)
+        # The abort is a request the step's worker acts on; its result is not awaited here
+        # (arq raises TimeoutError for a job still running, which every step here is).
+        with contextlib.suppress(TimeoutError):
+            await job.abort(timeout=0)
         aborted += 1
         files = plan_steps.get(record.id, {}).get("files") or [f"__step__/{record.id}"]
         await svc.store.unlock_paths(run.repo, run.branch, files, f"{run.id}:{record.id}")

@@ -12,6 +12,7 @@ from app.redis import RedisProcess
 from app.runs import Run, RunStatus
 from app.scheduling import schedule_run
 from app.services import Services
+from app.stopping import abort_steps
 from tests.conftest import services_for
 
 
@@ -22,20 +23,22 @@ async def svc(redis: Any, redis_server: RedisProcess,
         yield services
 
 
-def one_step_plan(files: list[str]) -> dict[str, Any]:
+def parallel_plan(*files: list[str]) -> dict[str, Any]:
+    """One step per list of files, all ready at once: `edit`, `edit2`, ..."""
     return {"summary": "s", "rationale": "r", "steps": [
-        {"id": "edit", "role": "implementer", "title": "Edit", "description": "d",
-         "files": files, "depends_on": [], "acceptance": [], "rationale": "r"}]}
+        {"id": "edit" + (str(i) if i > 1 else ""), "role": "implementer", "title": "Edit",
+         "description": "d", "files": claimed, "depends_on": [], "acceptance": [],
+         "rationale": "r"} for i, claimed in enumerate(files, 1)]}
 
 
-async def running_run(svc: Services, repo: str, number: int, files: list[str]) -> Run:
+async def running_run(svc: Services, repo: str, number: int, *files: list[str]) -> Run:
     run = Run(id=f"{repo.split('/')[-1]}-{number}-1-abcdef", repo=repo, installation_id=1,
               issue_number=number, issue_title="Fix the core", triggered_by="alice",
               trigger_delivery=f"d-{number}", attempt=1,
               branch=f"conductor/issue-{number}-fix-the-core", status=RunStatus.RUNNING,
-              base_sha="0" * 40, plan=one_step_plan(files))
+              base_sha="0" * 40, plan=parallel_plan(*files))
     await svc.store.create(run)
-    await svc.store.init_steps(run.id, ["edit"])
+    await svc.store.init_steps(run.id, [s["id"] for s in (run.plan or {})["steps"]])
     return run
 
 
@@ -88,3 +91,24 @@ async def test_repositories_with_one_name_under_two_owners_do_not_share_locks(
                                       f"{first.id}:edit", 60) is not None
     assert await svc.store.lock_paths(second.repo, second.branch, ["widgets/core.py"],
                                       f"{second.id}:edit", 60) is not None
+
+
+async def test_cancelling_one_run_aborts_all_its_steps_and_none_of_another_runs(
+    svc: Services,
+) -> None:
+    # `/agent cancel` on one run while another run of the repository has steps running.
+    cancelled = await running_run(svc, "acme/widgets", 1, ["widgets/core.py"],
+                                  ["widgets/util.py"])
+    other = await running_run(svc, "acme/widgets", 2, ["widgets/core.py"])
+    for run in (cancelled, other):
+        await schedule_run({"services": svc}, run.id, "plan")
+
+    assert await abort_steps(svc, cancelled) == 2
+
+    aborting = {k.decode() for k in await svc.redis.zrange("arq:abort", 0, -1)}
+    assert aborting == {f"step:{cancelled.id}:edit:1", f"step:{cancelled.id}:edit2:1"}
+    # The cancelled run's files are free on its branch; the other run's step keeps its own.
+    assert await svc.store.lock_paths(cancelled.repo, cancelled.branch, ["widgets/util.py"],
+                                      f"{cancelled.id}:later", 60) is not None
+    assert await svc.store.lock_paths(other.repo, other.branch, ["widgets/core.py"],
+                                      f"{other.id}:later", 60) is None
