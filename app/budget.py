@@ -7,6 +7,8 @@ Keys:
                                input_tokens, output_tokens, cache_creation_input_tokens,
                                cache_read_input_tokens and cost_micro_usd (integer micro-dollars)
     conductor:run:{id}:calls   list of `ModelCall` JSON, in the order the calls finished
+    conductor:run:{id}:holds   hash of reservations by calls in progress: hold id ->
+                               "<tokens> <micro-USD> <expires at, epoch seconds>"
 
 Counters only ever grow by HINCRBY inside one MULTI, so workers on different machines recording
 at once add up exactly. Tokens counted against `limits.max_tokens_per_run` are every token the
@@ -14,12 +16,17 @@ model processed: uncached input, cache writes, cache reads and output.
 
 `check` runs before each call and refuses one whose worst case (the prompt estimated locally at
 ~3.5 characters per token, all of it priced as a cache write, plus `max_tokens` of output) would
-pass a limit. Parallel steps check independently, so a run can overshoot by at most one call
-per step running at that moment.
+pass a limit. Otherwise it reserves that worst case, in the same Lua script, so that parallel
+steps cannot together spend past a limit: each check counts what the calls still in progress
+may spend. `record` frees the call's reservation in the MULTI that adds its real usage. A
+reservation whose worker died expires after `HOLD_SECONDS` (longer than a call can take with
+its retries), and `renew` drops them all.
 """
 
 from __future__ import annotations
 
+import time
+import uuid
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +35,7 @@ from redis.asyncio import Redis
 from app.limits import Limits
 from app.models import ModelCall
 from app.pricing import worst_case_cost
-from app.runs import CALLS_KEY, USAGE_KEY
+from app.runs import CALLS_KEY, HOLDS_KEY, USAGE_KEY
 
 if TYPE_CHECKING:
     from app.models import ModelRequest
@@ -37,6 +44,42 @@ ALL = "all"
 # Spending recorded when the allowance was last renewed (`/agent retry`): limits count from here.
 ALLOWANCE = "allowance"
 CONFIG_HINT = "in .github/conductor.yml (or the server's default limits)"
+# A reservation outlives any call: 600 s per attempt, 3 retries, waits of at most 20 s.
+HOLD_SECONDS = 3600
+
+# KEYS: usage, holds. ARGV: hold id, tokens, micro-USD, token limit, micro-USD limit, now,
+# expiry. Returns {verdict, spent tokens, reserved tokens, spent micro-USD, reserved micro-USD};
+# the verdict is "ok" (and the hold is kept), "tokens" or "cost".
+_RESERVE = """
+local u = redis.call('HMGET', KEYS[1], 'all|input_tokens', 'all|output_tokens',
+  'all|cache_creation_input_tokens', 'all|cache_read_input_tokens', 'all|cost_micro_usd',
+  'allowance|tokens', 'allowance|cost')
+local n = {}
+for i = 1, 7 do n[i] = tonumber(u[i]) or 0 end
+local tokens = n[1] + n[2] + n[3] + n[4] - n[6]
+local micro = n[5] - n[7]
+local held_tokens, held_micro = 0, 0
+local now = tonumber(ARGV[6])
+local holds = redis.call('HGETALL', KEYS[2])
+for i = 1, #holds, 2 do
+  local t, c, expires = string.match(holds[i + 1], '^(%d+) (%d+) (%d+)$')
+  if t == nil or tonumber(expires) <= now then
+    redis.call('HDEL', KEYS[2], holds[i])
+  else
+    held_tokens = held_tokens + tonumber(t)
+    held_micro = held_micro + tonumber(c)
+  end
+end
+local verdict = 'ok'
+if tokens + held_tokens + tonumber(ARGV[2]) > tonumber(ARGV[4]) then
+  verdict = 'tokens'
+elseif micro + held_micro + tonumber(ARGV[3]) > tonumber(ARGV[5]) then
+  verdict = 'cost'
+else
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[7])
+end
+return {verdict, tokens, held_tokens, micro, held_micro}
+"""
 
 
 class BudgetExceeded(Exception):
@@ -121,6 +164,7 @@ class Budget:
         self.limits = limits
         self.usage_key = USAGE_KEY.format(run_id=run_id)
         self.calls_key = CALLS_KEY.format(run_id=run_id)
+        self.holds_key = HOLDS_KEY.format(run_id=run_id)
 
     async def spent(self) -> tuple[int, float]:
         """Tokens and USD counted against the limits (since the allowance was last renewed)."""
@@ -130,33 +174,44 @@ class Budget:
         base_tokens, base_cost = values[len(COUNTERS):]
         return total.tokens - base_tokens, (total.cost_micro_usd - base_cost) / 1_000_000
 
-    async def check(self, model: str, request: ModelRequest) -> None:
-        """Raise `BudgetExceeded` if this call's worst case would pass a limit."""
+    async def check(self, model: str, request: ModelRequest) -> str:
+        """Reserve this call's worst case and return the hold's id (for `record`), or raise
+        `BudgetExceeded` if it could pass a limit together with the calls in progress."""
         estimated_input = request.estimated_input_tokens()
         worst_tokens = estimated_input + request.max_tokens
         worst_cost = worst_case_cost(model, estimated_input, request.max_tokens,
                                      request.cache_ttl)
-        tokens, usd = await self.spent()
         token_limit = self.limits.max_tokens_per_run
         cost_limit = self.limits.max_cost_usd_per_run
-        if tokens + worst_tokens > token_limit:
+        hold, now = uuid.uuid4().hex, int(time.time())
+        verdict, tokens, held_tokens, micro, held_micro = await self.redis.eval(
+            _RESERVE, 2, self.usage_key, self.holds_key, hold, worst_tokens,
+            micro_usd(worst_cost), token_limit, micro_usd(cost_limit), now, now + HOLD_SECONDS)
+        verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
+        usd, held_usd = micro / 1_000_000, held_micro / 1_000_000
+        if verdict == "tokens":
+            held = f" ({held_tokens:,} are reserved by calls in progress)" if held_tokens else ""
             raise BudgetExceeded(
                 f"token budget reached: this run has used {tokens:,} of its {token_limit:,} "
-                f"tokens and the next {model} call could use up to {worst_tokens:,} more. "
-                f"Raise limits.max_tokens_per_run {CONFIG_HINT} to allow more",
-                kind="tokens", limit=token_limit, spent=tokens, needed=worst_tokens,
+                f"tokens{held} and the next {model} call could use up to {worst_tokens:,} "
+                f"more. Raise limits.max_tokens_per_run {CONFIG_HINT} to allow more",
+                kind="tokens", limit=token_limit, spent=tokens + held_tokens,
+                needed=worst_tokens,
             )
-        if usd + worst_cost > cost_limit:
+        if verdict == "cost":
+            held = f" (${held_usd:.2f} is reserved by calls in progress)" if held_micro else ""
             raise BudgetExceeded(
                 f"cost budget reached: this run has spent ${usd:.2f} of its "
-                f"${cost_limit:.2f} and the next {model} call could cost up to "
+                f"${cost_limit:.2f}{held} and the next {model} call could cost up to "
                 f"${worst_cost:.2f} more. Raise limits.max_cost_usd_per_run {CONFIG_HINT} "
                 "to allow more",
-                kind="cost", limit=cost_limit, spent=usd, needed=worst_cost,
+                kind="cost", limit=cost_limit, spent=usd + held_usd, needed=worst_cost,
             )
+        return hold
 
-    async def record(self, call: ModelCall) -> None:
-        """Add the call's usage to the run's counters and append it to the ledger."""
+    async def record(self, call: ModelCall, hold: str | None = None) -> None:
+        """Add the call's usage to the run's counters, append it to the ledger and free the
+        reservation `check` made for it."""
         amounts = {
             "calls": 1,
             "input_tokens": call.input_tokens,
@@ -171,6 +226,8 @@ class Budget:
                     if amount:
                         pipe.hincrby(self.usage_key, f"{scope}|{counter}", amount)
             pipe.rpush(self.calls_key, call.to_json())
+            if hold is not None:
+                pipe.hdel(self.holds_key, hold)
             await pipe.execute()
 
     async def totals(self) -> UsageTotals:
@@ -178,8 +235,12 @@ class Budget:
 
     async def renew(self) -> None:
         """Give the run a fresh allowance (`/agent retry`): limits count spending from now on;
-        totals keep counting everything."""
+        totals keep counting everything. The run is stopped, so any reservation left is a dead
+        worker's."""
         spent = (await self.totals()).overall
-        await self.redis.hset(self.usage_key, mapping={
-            f"{ALLOWANCE}|tokens": spent.tokens, f"{ALLOWANCE}|cost": spent.cost_micro_usd,
-        })
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.usage_key, mapping={
+                f"{ALLOWANCE}|tokens": spent.tokens, f"{ALLOWANCE}|cost": spent.cost_micro_usd,
+            })
+            pipe.delete(self.holds_key)
+            await pipe.execute()

@@ -301,8 +301,7 @@ class ModelClient:
     async def call(self, request: ModelRequest, *, budget: Budget | None, role: str,
                    trace: Mapping[str, Any]) -> ModelResponse:
         price_for(request.model)  # an unpriced model fails before anything is sent
-        if budget is not None:
-            await budget.check(request.model, request)
+        hold = await budget.check(request.model, request) if budget is not None else None
         payload = request.payload()
         run_id = trace.get("run") or (budget.run_id if budget is not None else None)
         started_at, clock = time.time(), time.monotonic()
@@ -321,7 +320,7 @@ class ModelClient:
             log.warning("model call failed", role=role, model=request.model, run=run_id,
                         error=failed.error, retries=failed.retries)
             if budget is not None:
-                await budget.record(failed)
+                await budget.record(failed, hold)
             raise
         usage = message.usage
         blocks = [_block_param(block) for block in message.content]
@@ -343,7 +342,7 @@ class ModelClient:
                  cache_write=call.cache_creation_input_tokens, cost_usd=round(call.cost_usd, 6),
                  retries=retries, stop_reason=call.stop_reason, request_id=call.request_id)
         if budget is not None:
-            await budget.record(call)
+            await budget.record(call, hold)
         return ModelResponse(content, message.stop_reason, usage, call.cost_usd,
                              call.request_id, call)
 

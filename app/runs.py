@@ -45,11 +45,12 @@ COMMIT_KEY = "conductor:commit:{repo}:{sha}"  # a commit on a run's branch -> th
 COMMIT_TTL = 30 * 24 * 3600
 USAGE_KEY = "conductor:run:{run_id}:usage"  # app.budget
 CALLS_KEY = "conductor:run:{run_id}:calls"  # app.budget
+HOLDS_KEY = "conductor:run:{run_id}:holds"  # app.budget
 # An ended run's keys, the pointer to it and its pull request's: long enough for the
 # pull request to be reviewed and merged (its outcome is recorded on the run), and for the
 # dashboard and `conductor replay` to look back a quarter.
 RUN_RETENTION = 90 * 24 * 3600
-_RUN_DATA_KEYS = (STEPS_KEY, TIMELINE_KEY, USAGE_KEY, CALLS_KEY)
+_RUN_DATA_KEYS = (STEPS_KEY, TIMELINE_KEY, USAGE_KEY, CALLS_KEY, HOLDS_KEY)
 
 
 class RunStatus(StrEnum):

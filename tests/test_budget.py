@@ -142,3 +142,25 @@ async def test_exhausted_budget_refuses_before_any_request(
         await models.aclose()
     assert stand_in.requests == []
     assert len(await model_calls(redis, "run-1")) == 1  # only the call recorded above
+
+
+async def test_parallel_calls_cannot_together_pass_the_limit(redis: aioredis.Redis) -> None:
+    # $0.05 left; each call could cost up to ~$0.03: one fits, two do not.
+    budgets = [Budget(redis, "run-1", Limits(max_cost_usd_per_run=1.0)) for _ in range(2)]
+    await budgets[0].record(call(cost_usd=0.95))
+    outcomes = await asyncio.gather(*(b.check(MODEL, request(max_tokens=2_000))
+                                      for b in budgets), return_exceptions=True)
+    refused = [o for o in outcomes if isinstance(o, BudgetExceeded)]
+    assert len(refused) == 1
+    assert "$0.03 is reserved by calls in progress" in str(refused[0])
+
+
+async def test_recording_a_call_frees_what_its_check_reserved(redis: aioredis.Redis) -> None:
+    budget = Budget(redis, "run-1", Limits(max_cost_usd_per_run=1.0))
+    await budget.record(call(cost_usd=0.95))
+    hold = await budget.check(MODEL, request(max_tokens=2_000))
+    await budget.record(call(cost_usd=0.01), hold)
+    failing = await budget.check(MODEL, request(max_tokens=2_000))
+    await budget.record(call(error="529 overloaded"), failing)
+    await budget.check(MODEL, request(max_tokens=2_000))  # $0.04 left, nothing reserved
+    assert (await budget.spent())[1] == pytest.approx(0.96)
