@@ -230,6 +230,10 @@ class Budget:
                 pipe.hdel(self.holds_key, hold)
             await pipe.execute()
 
+    async def release(self, hold: str) -> None:
+        """Free a reservation whose call ended without an answer (cancelled)."""
+        await self.redis.hdel(self.holds_key, hold)
+
     async def totals(self) -> UsageTotals:
         return await usage_totals(self.redis, self.run_id)
 

@@ -322,6 +322,12 @@ class ModelClient:
             if budget is not None:
                 await budget.record(failed, hold)
             raise
+        except BaseException:
+            # Cancelled (the job's time ran out, the run was cancelled) or broken: no answer
+            # and no usage, so the reservation is freed rather than held for an hour.
+            if budget is not None and hold is not None:
+                await budget.release(hold)
+            raise
         usage = message.usage
         blocks = [_block_param(block) for block in message.content]
         content = [block for block in blocks if _sendable(block)]

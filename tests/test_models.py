@@ -360,3 +360,25 @@ async def test_recorded_call_is_scrubbed_and_trimmed(
     assert call.response is not None
     assert call.response["content"][0]["name"] == "write_file"
     assert ModelCall.from_json(text) == call
+
+
+async def test_a_cancelled_call_frees_its_budget_reservation(
+    client: ModelClient, stand_in: AnthropicStandIn, redis: aioredis.Redis
+) -> None:
+    # A job whose time runs out, or a cancelled run, cancels the call mid-flight: what the
+    # call reserved must not keep counting against the run's budget.
+    # Room for one call's worst case ($0.015 of output), not two.
+    budget = Budget(redis, "run-cancel", Limits(max_cost_usd_per_run=0.02))
+    stand_in.script([reply("Too late.", delay=5.0, times=1), reply("Answered.")])
+    call = asyncio.ensure_future(client.call(ask(max_tokens=1000), budget=budget,
+                                             role="implementer", trace={"run": "run-cancel"}))
+    while not await redis.hlen("conductor:run:run-cancel:holds"):  # reserved, now sending
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert await redis.hlen("conductor:run:run-cancel:holds") == 0
+    response = await client.call(ask(max_tokens=1000), budget=budget, role="implementer",
+                                 trace={"run": "run-cancel"})  # refused if still held
+    assert response.call.error is None
