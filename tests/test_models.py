@@ -368,14 +368,21 @@ async def test_a_cancelled_call_frees_its_budget_reservation(
     # A job whose time runs out, or a cancelled run, cancels the call mid-flight: what the
     # call reserved must not keep counting against the run's budget.
     # Room for one call's worst case ($0.015 of output), not two.
-    budget = Budget(redis, "run-cancel", Limits(max_cost_usd_per_run=0.02))
+    reserved = asyncio.Event()
+
+    class Watched(Budget):
+        async def check(self, model: str, request: ModelRequest) -> str:
+            hold = await super().check(model, request)
+            reserved.set()  # the call goes on to send without waiting on anything else first
+            return hold
+
+    budget = Watched(redis, "run-cancel", Limits(max_cost_usd_per_run=0.02))
     stand_in.script([reply("Too late.", delay=5.0, times=1), reply("Answered.")])
     call = asyncio.ensure_future(client.call(ask(max_tokens=1000), budget=budget,
                                              role="implementer", trace={"run": "run-cancel"}))
-    while not await redis.hlen("conductor:run:run-cancel:holds"):  # reserved, now sending
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.2)
-    call.cancel()
+    await asyncio.wait_for(reserved.wait(), timeout=30)
+    assert await redis.hlen("conductor:run:run-cancel:holds") == 1
+    call.cancel()  # while it waits for the answer
     with pytest.raises(asyncio.CancelledError):
         await call
     assert await redis.hlen("conductor:run:run-cancel:holds") == 0
