@@ -164,6 +164,12 @@ class GitHubApp:
         """Drop a cached token (after GitHub said 401) so the next call fetches a new one."""
         self._tokens.pop(installation_id, None)
 
+    async def replaced_token(self, installation_id: int) -> str:
+        """A new token in place of one GitHub no longer accepts (revoked, or expired by
+        GitHub's clock)."""
+        self.forget_token(installation_id)
+        return (await self.installation_token(installation_id)).token
+
     @contextlib.asynccontextmanager
     async def installation(self, installation_id: int) -> AsyncIterator[GitHub[Any]]:
         """An installation client with one HTTP connection pool for the block's calls."""
@@ -184,9 +190,8 @@ def rate_limited(exc: RequestFailed) -> RateLimited | None:
     """`exc` as a `RateLimited` if it is GitHub's primary or secondary rate limit."""
     if isinstance(exc, RateLimitExceeded):
         return RateLimited(exc.retry_after, describe(exc))
-    if exc.response.status_code in (403, 429) and (
-        exc.response.status_code == 429 or "secondary rate limit" in _message(exc).lower()
-    ):
+    code = exc.response.status_code
+    if code == 429 or (code == 403 and "secondary rate limit" in _message(exc).lower()):
         return RateLimited(SECONDARY_LIMIT_WAIT, describe(exc))
     return None
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # Files that hold keys and credentials. Besides being protected, they are never read into a
-# prompt, whatever the repository's config allows: a prompt leaves this host for the model's
-# API. Matched case-insensitively, as a checkout on macOS or Windows would name them.
+# prompt (a prompt leaves this host for the model's API) unless the repository's config allows
+# the path. Matched case-insensitively, as a checkout on macOS or Windows would name them.
 SECRET_PATHS = (
     "**/.env",
     "**/.env.*",

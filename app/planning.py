@@ -20,7 +20,7 @@ from app.agent import (
 )
 from app.budget import Budget, BudgetExceeded
 from app.constants import Job
-from app.git import git, resolve_commit
+from app.git import Workspace, git, resolve_commit
 from app.github import items
 from app.guidance import read_guidance, render_guidance
 from app.logs import get_logger
@@ -228,7 +228,7 @@ async def plan_run(ctx: dict[str, Any], run_id: str) -> str:
     return f"run {run_id} planned: {len(plan.steps)} steps"
 
 
-async def _no_base_reason(workspace: Any, run: Run) -> str:
+async def _no_base_reason(workspace: Workspace, run: Run) -> str:
     branches = await git("for-each-ref", "--count=1", "--format=%(refname)",
                          "refs/remotes/origin/", cwd=workspace.clone)
     if not branches.strip():

@@ -346,8 +346,7 @@ async def _commit_and_push(svc: Services, run: Run, step: Step, workspace: Works
             token = (await svc.github.installation_token(run.installation_id)).token
             failure = await _push_once(workspace, worktree, run.branch, carry, token)
             if failure is not None and auth_failed(failure):
-                svc.github.forget_token(run.installation_id)
-                token = (await svc.github.installation_token(run.installation_id)).token
+                token = await svc.github.replaced_token(run.installation_id)
                 failure = await _push_once(workspace, worktree, run.branch, carry, token)
             if failure is None:
                 break

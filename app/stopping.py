@@ -7,6 +7,7 @@ or not at all.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 
 from arq.jobs import Job as ArqJob
 from githubkit.exception import RequestFailed
@@ -36,12 +37,8 @@ async def stop_run(svc: Services, run: Run, status: RunStatus, reason: str, *,
     # GitHub first, the status last: a job that fails in between runs again and finds the
     # run still active, so a label or the comment is never lost. An issue that cannot be
     # written on any more must not keep the run active forever, though.
-    try:
+    async with _unless_unwritable(svc, run, "the stop notice"):
         await _tell(svc, run, status, reason, notify)
-    except RequestFailed as exc:
-        await _unwritable(svc, run, exc, "the stop notice")
-    except InstallationUnavailable as exc:
-        await _no_installation(svc, run, exc, "the stop notice")
 
     def stopped(fresh: Run) -> None:
         fresh.status = status
@@ -50,30 +47,29 @@ async def stop_run(svc: Services, run: Run, status: RunStatus, reason: str, *,
     run.status, run.stop_reason = status, reason
     await svc.store.update(run.id, stopped)
     await svc.store.log(run.id, "stop", f"{status.value}: {reason}")
-    try:
+    async with _unless_unwritable(svc, run, "the tracking comment"):
         await tracking.refresh(svc, run)
-    except RequestFailed as exc:
-        await _unwritable(svc, run, exc, "the tracking comment")
-    except InstallationUnavailable as exc:
-        await _no_installation(svc, run, exc, "the tracking comment")
     await svc.store.release_issue(run.repo, run.issue_number, run.id)
     log.info("run stopped", run=run.id, status=status.value, reason=reason)
 
 
-async def _unwritable(svc: Services, run: Run, exc: RequestFailed, what: str) -> None:
-    code = exc.response.status_code
-    if code not in UNWRITABLE:
-        raise exc
-    await svc.store.log(run.id, "github", f"could not write {what} on issue "
-                        f"#{run.issue_number}: GitHub answered {code}")
-    log.warning("issue not writable", run=run.id, status=code, what=what)
-
-
-async def _no_installation(svc: Services, run: Run, exc: InstallationUnavailable,
-                           what: str) -> None:
-    # Nothing can be written on GitHub without the installation: the timeline keeps why.
-    await svc.store.log(run.id, "github", f"could not write {what}: {exc}")
-    log.warning("installation unavailable", run=run.id, what=what)
+@contextlib.asynccontextmanager
+async def _unless_unwritable(svc: Services, run: Run, what: str) -> AsyncIterator[None]:
+    """Write `what` on GitHub; if the issue or the installation is gone for good, put that on
+    the timeline instead of failing: the run must still stop."""
+    try:
+        yield
+    except RequestFailed as exc:
+        code = exc.response.status_code
+        if code not in UNWRITABLE:
+            raise
+        await svc.store.log(run.id, "github", f"could not write {what} on issue "
+                            f"#{run.issue_number}: GitHub answered {code}")
+        log.warning("issue not writable", run=run.id, status=code, what=what)
+    except InstallationUnavailable as exc:
+        # Nothing can be written on GitHub without the installation: the timeline keeps why.
+        await svc.store.log(run.id, "github", f"could not write {what}: {exc}")
+        log.warning("installation unavailable", run=run.id, what=what)
 
 
 async def _tell(svc: Services, run: Run, status: RunStatus, reason: str, notify: bool) -> None:

@@ -193,7 +193,7 @@ async def _act(svc: Services, run: Run, sha: str, reading: Reading, started: flo
     if head is not None and head != sha:
         # Pushed to since, and the push's webhook has not come (or never will): CI on a
         # commit the pull request no longer has decides nothing.
-        return await pushed_by_person(svc, run, head, None)
+        return await pushed_by_person(svc, run, head, None, head=head)
     if reading.verdict in (Verdict.GREEN, Verdict.NO_CI):
         await _succeed(svc, run, reading)
         return f"CI {reading.verdict.value}: ready for review"
@@ -483,12 +483,14 @@ async def _give_up(svc: Services, run: Run, what: str, belief: str | None,
 
 # -- people's pushes ---------------------------------------------------------------------------
 
-async def pushed_by_person(svc: Services, run: Run, sha: str, who: str | None) -> str:
+async def pushed_by_person(svc: Services, run: Run, sha: str, who: str | None, *,
+                           head: str | None = None) -> str:
     """Someone pushed `sha` to the run's branch (`pull_request.synchronize` not sent by the
     bot). The branch's head as GitHub has it now decides, not the event: a force-push can
-    reset the branch to a commit the run pushed earlier, and events come out of order."""
+    reset the branch to a commit the run pushed earlier, and events come out of order.
+    `head`: that head, when the caller has just read it."""
     await svc.store.map_commit(run.repo, sha, run.id)
-    head = await branch_head(svc, run, run.branch)
+    head = head or await branch_head(svc, run, run.branch)
     if head is None:
         return f"ignored: {run.branch} is gone"  # GitHub closes the pull request
     if head == run.head_sha:

@@ -45,9 +45,9 @@ async def synced(svc: Services, run: Run, *, fresher_than: float | None = None,
     except GitError as exc:
         if not auth_failed(exc.output):
             raise
-        svc.github.forget_token(run.installation_id)
-        token = await svc.github.installation_token(run.installation_id)
-        await workspace.sync(token.token, fresher_than=fresher_than)
+        fresh = await svc.github.replaced_token(run.installation_id)
+        await workspace.sync(fresh, fresher_than=fresher_than)
+        return workspace, fresh
     return workspace, token.token
 
 
