@@ -31,11 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "webhooks"
 WEBHOOK_PATH = "/api/github/webhooks"
 READER_PATH = "/reader" + WEBHOOK_PATH  # on the bare server: reads the body, then answers
+VERIFIER_PATH = "/verifier" + WEBHOOK_PATH  # ... and checks the signature and parses the JSON
 SECRET = "bench-webhook-secret"
 THROUGHPUT_TARGET, P99_TARGET_MS = 0.7, 25.0
 
 
-# --- the bare target: a Starlette app that only answers 202 (and the reader reference) -------
+# --- the bare target: a Starlette app that only answers 202 (and the two references) -------
 
 def bare_server(port: int) -> None:
     from starlette.applications import Starlette
@@ -46,6 +47,7 @@ def bare_server(port: int) -> None:
     from app import processes
     from app.logs import configure_logging
     from app.settings import Settings
+    from app.webhooks import parse_json, signature_matches
 
     async def accept(request: Request) -> Response:
         return Response(status_code=202)
@@ -55,8 +57,18 @@ def bare_server(port: int) -> None:
         body = await request.body()
         return JSONResponse({"accepted": True, "bytes": len(body)}, status_code=202)
 
+    async def verify(request: Request) -> Response:
+        # ... and what no webhook receiver may skip: the signature and reading the JSON, done
+        # by the functions `conductor web` uses. No routing, Redis or logging.
+        body = await request.body()
+        if not signature_matches(SECRET.encode(), body, request.headers.get("x-hub-signature-256")):
+            return JSONResponse({"error": "signature"}, status_code=401)
+        payload, _ = parse_json(body)
+        return JSONResponse({"accepted": True, "action": payload.get("action")}, status_code=202)
+
     app = Starlette(routes=[Route(WEBHOOK_PATH, accept, methods=["POST"]),
-                            Route(READER_PATH, read, methods=["POST"])])
+                            Route(READER_PATH, read, methods=["POST"]),
+                            Route(VERIFIER_PATH, verify, methods=["POST"])])
     settings = Settings.model_validate({"port": port, "log_level": "warning"})
     configure_logging(settings.log_level)
     processes.tune_gc()  # as `conductor web` does
@@ -259,9 +271,10 @@ def bench(args: argparse.Namespace, tmp: Path, procs: list[subprocess.Popen[byte
     d, c = args.duration, args.connections
     rounds = 1 if args.quick else args.rounds
     print(f"closed loop: {c} connections, {d:g} s per target, {rounds} alternating round(s)")
-    # Each row: the server it runs against and the path. "reader" is a reference, not a target.
+    # Each row: the server it runs against and the path. "reader" and "verifier" are
+    # references, not targets: the least any webhook receiver does, on the bare server.
     rows = {"bare": ("bare", WEBHOOK_PATH), "reader": ("bare", READER_PATH),
-            "conductor": ("conductor", WEBHOOK_PATH)}
+            "verifier": ("bare", VERIFIER_PATH), "conductor": ("conductor", WEBHOOK_PATH)}
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in rows}
     for r in range(rounds):
         for name, (server, path) in rows.items():
@@ -280,7 +293,7 @@ def bench(args: argparse.Namespace, tmp: Path, procs: list[subprocess.Popen[byte
     print(f"  conductor {fmt(half)}")
 
     errors: Counter[str] = Counter()
-    for res in [*results["bare"], *results["reader"], *results["conductor"], half]:
+    for res in [*(res for rs in results.values() for res in rs), half]:
         errors.update(res["errors"])
     accepted = sum(res["accepted"] for res in [*results["conductor"], half])
     db = redis_client.Redis.from_url(redis.url)
@@ -297,8 +310,9 @@ def bench(args: argparse.Namespace, tmp: Path, procs: list[subprocess.Popen[byte
     for name, m in [*med.items(), ("half rate", half)]:
         print(f"{name:<10} {m['rps']:>10.0f} {m['p50_ms']:>8.2f} {m['p99_ms']:>8.2f}")
     print(f"throughput ratio conductor/bare: {ratio:.2f}")
-    print(f"(reference: reading the body and answering JSON alone, reader/bare: "
-          f"{med['reader']['rps'] / med['bare']['rps']:.2f})\n")
+    reader, verifier = (med[name]["rps"] / med["bare"]["rps"] for name in ("reader", "verifier"))
+    print(f"(references: reading the body and answering JSON alone, reader/bare: {reader:.2f}; "
+          f"checking the signature and parsing the JSON too, verifier/bare: {verifier:.2f})\n")
     p99_ok = half["p99_ms"] < P99_TARGET_MS
     ok = p99_ok and ratio >= THROUGHPUT_TARGET and not errors
     print(f"p99 at half the bare rate: {half['p99_ms']:.2f} ms (target < {P99_TARGET_MS:g}) "
