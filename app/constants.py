@@ -9,6 +9,8 @@ QUEUE_NAME = "conductor:queue"
 DELIVERY_TTL_SECONDS = 4 * 24 * 3600
 DELIVERY_KEY = "conductor:delivery:{delivery_id}"
 EVENT_LOG_KEY = "conductor:events"
+# A sorted set of an installation's recent GitHub writes (app.pacing); expires an hour on.
+GITHUB_WRITES_KEY = "conductor:github:writes:{installation}"
 
 # GitHub caps webhook payloads at 25 MB.
 MAX_WEBHOOK_BYTES = 25 * 1024 * 1024

@@ -3,7 +3,8 @@
 Installation tokens live only in this process's memory (never Redis, which persists to disk)
 and are refreshed five minutes before GitHub expires them. A rate limit is not slept through
 inside a job: short waits are retried once in place, longer ones surface as `RateLimited` so
-that the job is deferred and the worker slot freed.
+that the job is deferred and the worker slot freed. Given Redis, each installation's writes are
+kept within GitHub's secondary limits by every worker together (`app.pacing`).
 """
 
 from __future__ import annotations
@@ -12,16 +13,21 @@ import asyncio
 import contextlib
 import importlib
 import ssl
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import certifi
+import httpx
 from githubkit import AppAuthStrategy, GitHub, TokenAuthStrategy
 from githubkit.exception import GitHubException, RateLimitExceeded, RequestError, RequestFailed
 from githubkit.retry import RetryOption
+from githubkit.throttling import BaseThrottler
+from redis.asyncio import Redis
 
+from app.pacing import WriteBudget
 from app.settings import Settings
 
 TOKEN_REFRESH_MARGIN = timedelta(minutes=5)
@@ -72,6 +78,45 @@ class RetryPolicy:
         return RetryOption(False)
 
 
+WRITE_METHODS = frozenset(("POST", "PUT", "PATCH", "DELETE"))
+
+
+class PacedWrites(BaseThrottler):
+    """githubkit's throttler for one installation's client: each write takes a slot in the
+    installation's `WriteBudget` first. Waits in place up to `max_inline_wait` in all; a longer
+    wait raises `RateLimited` (the job is deferred). Reads go out at once."""
+
+    def __init__(self, budget: WriteBudget, installation_id: int, *,
+                 max_inline_wait: timedelta) -> None:
+        self.budget = budget
+        self.installation_id = installation_id
+        self.max_inline_wait = max_inline_wait.total_seconds()
+
+    @contextlib.asynccontextmanager
+    async def async_acquire(self, request: httpx.Request) -> AsyncIterator[None]:
+        if request.method in WRITE_METHODS:
+            await self._take_slot()
+        yield
+
+    async def _take_slot(self) -> None:
+        deadline = time.monotonic() + self.max_inline_wait
+        while (wait := await self.budget.reserve(self.installation_id)) > 0:
+            if time.monotonic() + wait > deadline:
+                raise RateLimited(
+                    timedelta(seconds=wait),
+                    f"Conductor keeps installation {self.installation_id}'s GitHub writes to "
+                    f"{self.budget.describe()} (GitHub's secondary rate limits); the next "
+                    f"one may go in {wait:.0f} s",
+                )
+            await asyncio.sleep(wait)
+
+    @contextlib.contextmanager
+    def acquire(self, request: httpx.Request) -> Generator[None, Any, Any]:
+        # The bot's GitHub calls are all asynchronous; a synchronous one cannot wait on Redis.
+        raise RuntimeError("a paced GitHub client makes asynchronous calls only")
+        yield  # pragma: no cover
+
+
 @dataclass
 class InstallationToken:
     token: str = field(repr=False)
@@ -85,8 +130,8 @@ class InstallationToken:
 class GitHubApp:
     """Builds clients for the App and its installations; caches installation tokens."""
 
-    def __init__(self, settings: Settings, *, retry: RetryPolicy | None = None,
-                 timeout: float = 30.0) -> None:
+    def __init__(self, settings: Settings, *, redis: Redis | None = None,
+                 retry: RetryPolicy | None = None, timeout: float = 30.0) -> None:
         if settings.github_app_id is None or settings.github_private_key is None:
             raise ValueError("GITHUB_APP_ID and GITHUB_PRIVATE_KEY are required")
         self.api_url = str(settings.github_api_url).rstrip("/")
@@ -98,8 +143,10 @@ class GitHubApp:
         self._ssl = ssl.create_default_context(cafile=certifi.where())
         self._tokens: dict[int, InstallationToken] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        # Without Redis (the web process, some tests) writes are not paced.
+        self.writes = None if redis is None else WriteBudget(redis, settings.github_write_limits)
 
-    def _client(self, auth: Any) -> GitHub[Any]:
+    def _client(self, auth: Any, throttler: BaseThrottler | None = None) -> GitHub[Any]:
         return GitHub(
             auth,
             base_url=self.api_url,
@@ -107,6 +154,7 @@ class GitHubApp:
             timeout=self._timeout,
             ssl_verify=self._ssl,
             http_cache=False,
+            throttler=throttler,
             auto_retry=self._retry,
         )
 
@@ -174,8 +222,12 @@ class GitHubApp:
     async def installation(self, installation_id: int) -> AsyncIterator[GitHub[Any]]:
         """An installation client with one HTTP connection pool for the block's calls."""
         token = await self.installation_token(installation_id)
+        paced = None
+        if self.writes is not None and self.writes.enabled:
+            paced = PacedWrites(self.writes, installation_id,
+                                max_inline_wait=self._retry.max_inline_wait)
         try:
-            async with self._client(TokenAuthStrategy(token.token)) as github:
+            async with self._client(TokenAuthStrategy(token.token), paced) as github:
                 yield github
         except RequestFailed as exc:
             limited = rate_limited(exc)

@@ -7,6 +7,7 @@ receives a `Settings` object. Tests build one from a dict with `Settings.model_v
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,10 @@ class Settings(BaseSettings):
     conductor_no_ci_timeout: float = Field(default=300.0, ge=1)
     conductor_ci_timeout: float = Field(default=6 * 3600.0, ge=60)
     conductor_reconcile_seconds: int = Field(default=30, ge=1, le=60)
+    # Per installation, shared by every worker (app.pacing): GitHub's secondary limits on
+    # content creation. 0 lifts one (GitHub Enterprise Server has rate limits off by default).
+    conductor_github_writes_per_minute: int = Field(default=80, ge=0)
+    conductor_github_writes_per_hour: int = Field(default=500, ge=0)
 
     host: str = "127.0.0.1"
     port: int = Field(default=3000, ge=1, le=65535)
@@ -121,6 +126,12 @@ class Settings(BaseSettings):
         if key is not None and "PRIVATE KEY-----" not in key.get_secret_value():
             raise ValueError("GITHUB_PRIVATE_KEY: not a PEM private key")
         return self
+
+    @property
+    def github_write_limits(self) -> list[tuple[int, timedelta]]:
+        """Each installation's limits on GitHub writes: (at most so many, in any such window)."""
+        return [(self.conductor_github_writes_per_minute, timedelta(minutes=1)),
+                (self.conductor_github_writes_per_hour, timedelta(hours=1))]
 
     @property
     def has_app_credentials(self) -> bool:

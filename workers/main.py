@@ -220,7 +220,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         routing.ISSUE: handle_issue,
     })
     if "services" not in ctx and settings.has_app_credentials:
-        github = GitHubApp(settings)
+        github = GitHubApp(settings, redis=ctx["redis"])
         github.warm_up()
         ctx["services"] = Services(
             settings=settings,

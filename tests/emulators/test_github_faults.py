@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from githubkit import GitHub, TokenAuthStrategy
 from githubkit.exception import (
     GraphQLFailed,
     PrimaryRateLimitExceeded,
@@ -16,7 +18,7 @@ from githubkit.exception import (
     SecondaryRateLimitExceeded,
 )
 
-from tests.emulators.github.testing import Env, running_emulator
+from tests.emulators.github.testing import Env, fast, running_emulator
 
 
 @pytest.fixture
@@ -149,3 +151,34 @@ def test_faults_over_admin_http(gh: Env) -> None:
     assert httpx.get(gh.url + "/rate_limit").status_code == 500
     assert httpx.delete(gh.url + "/_admin/faults").status_code == 204
     assert httpx.get(gh.url + "/rate_limit").status_code == 200
+
+
+def _token_client(gh: Env, token: str) -> GitHub[Any]:
+    return GitHub(TokenAuthStrategy(token), base_url=gh.url, **fast({"auto_retry": False}))
+
+
+def test_content_creation_is_limited_per_installation_across_its_tokens(gh: Env) -> None:
+    gh.state.content_per_minute = 2
+    first, second = (_token_client(gh, gh.state.create_installation_token(
+        gh.installation.id).token) for _ in range(2))
+    first.rest.issues.create("acme", "widgets", title="one")
+    second.rest.issues.create("acme", "widgets", title="two")
+    with pytest.raises(SecondaryRateLimitExceeded) as info:
+        first.rest.issues.create("acme", "widgets", title="three")
+    assert info.value.response.status_code == 403
+    assert 55 <= info.value.retry_after.total_seconds() <= 60
+    assert first.rest.issues.list_for_repo("acme", "widgets").status_code == 200  # reads go
+    titles = [i.title for i in first.rest.issues.list_for_repo("acme", "widgets").parsed_data]
+    assert "three" not in titles
+    # A user's writes are their own, not the installation's.
+    alice = gh.user_client("alice", auto_retry=False)
+    assert alice.rest.issues.create("acme", "widgets", title="four").status_code == 201
+
+
+def test_content_creation_limit_per_hour(gh: Env) -> None:
+    gh.state.content_per_minute, gh.state.content_per_hour = 0, 1
+    client = _token_client(gh, gh.state.create_installation_token(gh.installation.id).token)
+    client.rest.issues.create("acme", "widgets", title="one")
+    with pytest.raises(SecondaryRateLimitExceeded) as info:
+        client.rest.issues.create("acme", "widgets", title="two")
+    assert 3590 <= info.value.retry_after.total_seconds() <= 3600

@@ -1,7 +1,9 @@
-"""Primary rate limits (per token, per hour) with GitHub's headers, and the request log."""
+"""Primary rate limits (per token, per hour) with GitHub's headers, the secondary limit on
+content creation (per installation: 80 writes a minute, 500 an hour), and the request log."""
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import threading
@@ -20,6 +22,10 @@ if TYPE_CHECKING:
 WINDOW = 3600.0
 ANONYMOUS_LIMIT = 60
 UNCOUNTED = ("/rate_limit",)
+# GitHub's secondary limits on content-creating requests. It does not list which requests
+# count; here every API write does (git pushes do not).
+WRITE_METHODS = frozenset(("POST", "PUT", "PATCH", "DELETE"))
+CONTENT_WINDOWS = (60.0, 3600.0)
 
 
 @dataclass
@@ -48,6 +54,29 @@ class RateLimiter:
         with self._lock:
             window.used += 1
         return window
+
+
+class ContentLimiter:
+    """Per installation (or other caller): the times of its writes in the last hour."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.writes: dict[str, collections.deque[float]] = {}
+
+    def admit(self, key: str, limits: tuple[int, int], now: float) -> float:
+        """Count a write and answer 0, or answer the seconds until one would be admitted."""
+        with self._lock:
+            times = self.writes.setdefault(key, collections.deque())
+            while times and times[0] <= now - CONTENT_WINDOWS[-1]:
+                times.popleft()
+            wait = 0.0
+            for limit, span in zip(limits, CONTENT_WINDOWS, strict=True):
+                inside = [t for t in times if t > now - span]
+                if limit and len(inside) >= limit:
+                    wait = max(wait, inside[len(inside) - limit] + span - now)
+            if wait == 0.0:
+                times.append(now)
+            return wait
 
 
 def caller_key(authorization: str | None, client: str) -> tuple[str, bool]:
@@ -122,6 +151,12 @@ class RateLimitMiddleware:
         try:
             if not is_git and path not in UNCOUNTED and window.used > limit:
                 await self._refuse(send_with_headers, limit, window)
+            elif (not is_git and scope["method"] in WRITE_METHODS and authenticated
+                  and not key.startswith("app:")  # an App's own calls (tokens) create nothing
+                  and (wait := self.state.content_limiter.admit(
+                      self._installation_key(headers.get("authorization"), key),
+                      (self.state.content_per_minute, self.state.content_per_hour), now))):
+                await self._refuse_content(send_with_headers, wait)
             else:
                 await self.app(scope, receive, send_with_headers)
         finally:
@@ -138,6 +173,38 @@ class RateLimitMiddleware:
                     auth=scope_state.get("auth"),
                 )
             )
+
+    def _installation_key(self, authorization: str | None, key: str) -> str:
+        """GitHub counts an installation's writes together, whichever of its tokens sent them."""
+        value = (authorization or "").strip().partition(" ")[2].strip()
+        token = self.state.tokens.get(value)
+        if token is not None and token.installation_id is not None:
+            return f"installation:{token.installation_id}"
+        return key
+
+    @staticmethod
+    async def _refuse_content(send: Send, wait: float) -> None:
+        body = json.dumps(
+            {
+                "message": "You have exceeded a secondary rate limit and have been temporarily "
+                "blocked from content creation. Please retry your request again later.",
+                "documentation_url": "https://docs.github.com/rest/using-the-rest-api/"
+                "rate-limits-for-the-rest-api#about-secondary-rate-limits",
+                "status": "403",
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 403,
+                "headers": [
+                    (b"content-type", b"application/json; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", str(max(1, round(wait))).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
     @staticmethod
     async def _refuse(send: Send, limit: int, window: Window) -> None:

@@ -10,7 +10,7 @@ from .auth import AuthMixin
 from .checks import GITHUB_ACTIONS_APP_ID, GITHUB_ACTIONS_BOT_ID
 from .faults import FaultsMixin
 from .ids import random_hex
-from .ratelimit import RateLimiter
+from .ratelimit import ContentLimiter, RateLimiter
 from .records import AppRecord
 
 DEFAULT_APP_PERMISSIONS = {
@@ -60,6 +60,7 @@ class GitHubState(AccountsMixin, FaultsMixin, ActionsMixin, AuthMixin):
     ) -> None:
         super().__init__(workdir, persist=persist)
         self.rate_limiter = RateLimiter()
+        self.content_limiter = ContentLimiter()
         with self.transaction():
             if GITHUB_ACTIONS_APP_ID not in self.apps:
                 self.ensure_account("github", "Organization")

@@ -131,6 +131,9 @@ class Store:
         self.clock_offset = 0.0
         self.token_ttl = 3600.0
         self.rate_limit = 5000
+        # Secondary limits on content creation, per installation; 0 lifts one.
+        self.content_per_minute = 80
+        self.content_per_hour = 500
         self.app_id = 0  # the emulated App; set by the App mixin
         # Ids start at a base of their own so that two emulators in one process never share
         # ids: githubkit caches JWTs (8 minutes) and tokens process-wide by app and installation
@@ -268,6 +271,8 @@ class Store:
                 "clock_offset": self.clock_offset,
                 "token_ttl": self.token_ttl,
                 "rate_limit": self.rate_limit,
+                "content_per_minute": self.content_per_minute,
+                "content_per_hour": self.content_per_hour,
                 "app_id": self.app_id,
                 "next_id": self._next_id,
             }
@@ -287,6 +292,8 @@ class Store:
         self.clock_offset = settings.get("clock_offset", 0.0)
         self.token_ttl = settings.get("token_ttl", self.token_ttl)
         self.rate_limit = settings.get("rate_limit", self.rate_limit)
+        self.content_per_minute = settings.get("content_per_minute", self.content_per_minute)
+        self.content_per_hour = settings.get("content_per_hour", self.content_per_hour)
         self.app_id = settings.get("app_id", 0)
         self._next_id = settings.get("next_id", self._next_id)
 

@@ -1,0 +1,168 @@
+"""GitHub writes stay within GitHub's secondary limits per installation, counted by every
+worker together in Redis: a real Redis, the real client, and the GitHub emulator, which
+refuses content creation past the limits as GitHub does."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from arq import Retry
+
+from app.github import GitHubApp, RateLimited
+from app.pacing import WriteBudget
+from app.settings import Settings
+from tests import test_triggers
+from tests.emulators.github.testing import Env
+from workers.main import _guarded
+
+env = test_triggers.env  # the same fixture
+
+REPO = "acme/widgets"
+OWNER, NAME = REPO.split("/")
+MINUTE, HOUR = timedelta(minutes=1), timedelta(hours=1)
+
+
+def github_app(env: Env, tmp_path: Path, redis: Any | None, **values: Any) -> GitHubApp:
+    """A worker's GitHub client; each call is another worker process's."""
+    settings = Settings(_env_file=None, github_app_id=env.state.app_id,
+                        github_private_key=env.state.private_key(),
+                        github_webhook_secret="secret-0123456789", github_api_url=env.url,
+                        conductor_data_dir=tmp_path / "data", **values)
+    return GitHubApp(settings, redis=redis)
+
+
+async def comment(github: GitHubApp, env: Env, number: int) -> int:
+    async with github.installation(env.installation.id) as gh:
+        response = await gh.rest.issues.async_create_comment(OWNER, NAME, number, body="hi")
+        return response.status_code
+
+
+async def read_issue(github: GitHubApp, env: Env, number: int) -> int:
+    async with github.installation(env.installation.id) as gh:
+        return (await gh.rest.issues.async_get(OWNER, NAME, number)).status_code
+
+
+def comment_answers(env: Env, number: int) -> list[int]:
+    path = f"/repos/{REPO}/issues/{number}/comments"
+    return [r.status for r in env.state.requests if r.method == "POST" and r.path == path]
+
+
+def open_issue(env: Env) -> int:
+    return env.state.as_user("alice").open_issue(REPO, "Add sub", "Please.").number
+
+
+async def test_an_unpaced_client_meets_githubs_refusal(env: Env, tmp_path: Path) -> None:
+    # What the pacing is for: past the limit, GitHub (and its stand-in) refuses to create.
+    env.state.content_per_minute = 2
+    number = open_issue(env)
+    unpaced = github_app(env, tmp_path, redis=None)
+    assert [await comment(unpaced, env, number) for _ in range(2)] == [201, 201]
+    with pytest.raises(RateLimited, match="secondary rate limit"):
+        await comment(unpaced, env, number)
+    assert comment_answers(env, number) == [201, 201, 403]
+
+
+async def test_workers_together_stay_within_the_minute_limit_and_defer_the_rest(
+    env: Env, tmp_path: Path, redis: Any
+) -> None:
+    env.state.content_per_minute = 3
+    number = open_issue(env)
+    one = github_app(env, tmp_path, redis, conductor_github_writes_per_minute=3)
+    other = github_app(env, tmp_path, redis, conductor_github_writes_per_minute=3)
+    assert [await comment(one, env, number), await comment(other, env, number),
+            await comment(one, env, number)] == [201, 201, 201]
+
+    began = time.monotonic()
+    with pytest.raises(Retry) as info:  # the job is deferred until a slot frees
+        await _guarded({"job_try": 1}, comment(other, env, number))
+    assert time.monotonic() - began < 5  # not slept through in the job
+    assert info.value.defer_score is not None
+    assert 55 <= info.value.defer_score / 1000 <= 60
+    assert comment_answers(env, number) == [201, 201, 201]  # the fourth never reached GitHub
+    assert await read_issue(other, env, number) == 200  # reads are not paced
+
+
+async def test_the_deferral_says_why(env: Env, tmp_path: Path, redis: Any) -> None:
+    number = open_issue(env)
+    paced = github_app(env, tmp_path, redis, conductor_github_writes_per_minute=1)
+    await comment(paced, env, number)
+    with pytest.raises(RateLimited) as info:
+        await comment(paced, env, number)
+    assert f"installation {env.installation.id}'s GitHub writes to 1 a minute and 500 an hour" in (
+        str(info.value))
+    assert 55 <= info.value.retry_after.total_seconds() <= 60
+
+
+async def test_a_short_wait_is_waited_in_place(env: Env, tmp_path: Path, redis: Any) -> None:
+    number = open_issue(env)
+    paced = github_app(env, tmp_path, redis)
+    paced.writes = WriteBudget(redis, [(1, timedelta(milliseconds=400))])
+    assert [await comment(paced, env, number) for _ in range(3)] == [201, 201, 201]
+    path = f"/repos/{REPO}/issues/{number}/comments"
+    times = [r.at for r in env.state.requests if r.method == "POST" and r.path == path]
+    assert all(later - earlier >= 0.39 for earlier, later in itertools.pairwise(times))
+
+
+async def test_the_hour_limit_counts_as_well_as_the_minute(redis: Any) -> None:
+    budget = WriteBudget(redis, [(10, MINUTE), (2, HOUR)])
+    assert [await budget.reserve(7) for _ in range(2)] == [0.0, 0.0]
+    assert 3590 <= await budget.reserve(7) <= 3600
+
+
+async def test_installations_are_counted_apart(redis: Any) -> None:
+    budget = WriteBudget(redis, [(1, MINUTE)])
+    assert await budget.reserve(1) == 0.0
+    assert await budget.reserve(1) > 0
+    assert await budget.reserve(2) == 0.0
+
+
+async def test_a_refused_reservation_takes_no_slot(redis: Any) -> None:
+    # Asking again and again while at the limit must not push the free slot further away.
+    budget = WriteBudget(redis, [(1, timedelta(milliseconds=300))])
+    assert await budget.reserve(1) == 0.0
+    waits = [await budget.reserve(1) for _ in range(5)]
+    assert all(0 < wait <= 0.3 for wait in waits)
+    await asyncio.sleep(max(waits))
+    assert await budget.reserve(1) == 0.0
+
+
+async def test_the_count_expires_with_its_longest_window(redis: Any) -> None:
+    budget = WriteBudget(redis, [(5, MINUTE), (50, HOUR)])
+    await budget.reserve(3)
+    (key,) = [k async for k in redis.scan_iter("conductor:github:writes:*")]
+    assert 3590 <= await redis.ttl(key) <= 3600
+
+
+async def test_zero_lifts_the_limits(env: Env, tmp_path: Path, redis: Any) -> None:
+    # GitHub Enterprise Server has rate limits off unless its administrator turns them on.
+    env.state.content_per_minute = env.state.content_per_hour = 0
+    number = open_issue(env)
+    unlimited = github_app(env, tmp_path, redis, conductor_github_writes_per_minute=0,
+                           conductor_github_writes_per_hour=0)
+    assert unlimited.writes is not None and not unlimited.writes.enabled
+    assert [await comment(unlimited, env, number) for _ in range(4)] == [201] * 4
+
+
+def test_a_negative_limit_is_refused_at_start(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="conductor_github_writes_per_minute"):
+        Settings(_env_file=None, conductor_github_writes_per_minute=-1)
+
+
+async def test_githubs_refusal_still_defers_when_pacing_is_off(
+    env: Env, tmp_path: Path, redis: Any
+) -> None:
+    # Pacing set looser than the server's own limits (a GHES administrator's): GitHub's 403
+    # is still a deferral, not a failure.
+    env.state.content_per_minute = 1
+    number = open_issue(env)
+    loose = github_app(env, tmp_path, redis, conductor_github_writes_per_minute=10)
+    await comment(loose, env, number)
+    with pytest.raises(Retry):
+        await _guarded({"job_try": 1}, comment(loose, env, number))
+    assert comment_answers(env, number) == [201, 403]
