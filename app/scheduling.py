@@ -3,9 +3,10 @@
 Every event that can make a step ready (the plan accepted, a step finished) enqueues its own
 `schedule_run` job with an id naming that event, so no wake-up is lost and a re-executed
 trigger does not schedule twice. The jobs serialise on a per-run lock; a job that finds the
-lock taken is retried shortly. Steps claim their paths on the run's branch with fenced locks
-in Redis, so two running steps writing one branch never touch the same path; runs on other
-branches of the repository work in worktrees of their own and do not wait for each other.
+lock taken is retried shortly. Steps take one of their installation's slots (`app.slots`) and
+claim their paths on the run's branch with fenced locks in Redis, so two running steps writing
+one branch never touch the same path; runs on other branches of the repository work in
+worktrees of their own and do not wait for each other.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from app.plan import Plan
 from app.runs import Run, RunStatus, StepRecord
 from app.scheduler import StepState, ready_steps, run_outcome
 from app.services import Services
+from app.slots import give_back_slot, take_slot
 from app.stopping import stop_run
 from app.workspace import sweep_worktrees
 
@@ -147,10 +149,20 @@ async def _schedule(svc: Services, run_id: str, trigger: str) -> tuple[str, list
     started: list[str] = []
     for step_id in ready_steps(plan, states, running, slots):
         spec = specs[step_id]
+        owner = step_owner(run_id, step_id)
+        taken = await take_slot(svc, run.installation_id, owner, run_id)
+        if taken != 1:  # the installation's other runs hold every slot; woken when one frees
+            if taken == -1:
+                limit = svc.settings.conductor_installation_concurrency
+                await svc.store.log(run_id, "wait", f"waiting: {limit} steps of this "
+                                    "installation's runs are running at once (the limit, "
+                                    "CONDUCTOR_INSTALLATION_CONCURRENCY)", step=step_id)
+            break
         fence = await svc.store.lock_paths(run.repo, run.branch,
                                            list(spec.files) or [f"__step__/{step_id}"],
-                                           step_owner(run_id, step_id), STEP_LOCK_SECONDS)
+                                           owner, STEP_LOCK_SECONDS)
         if fence is None:
+            await give_back_slot(svc, run.installation_id, owner)
             await svc.store.log(run_id, "wait", "waiting: an earlier step on this branch "
                                 "still holds these paths", step=step_id)
             await svc.redis.enqueue_job(Job.SCHEDULE_RUN, run_id, f"paths-{step_id}",

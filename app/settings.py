@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     conductor_trigger_label: str = Field(default="agent:implement", min_length=1)
     conductor_worker_concurrency: int = Field(default=8, ge=1)
     conductor_run_concurrency: int = Field(default=4, ge=1)  # steps at once per run
+    # Steps at once per installation, over all its runs and workers (app.slots).
+    conductor_installation_concurrency: int = Field(default=8, ge=1)
     conductor_job_timeout: int = Field(default=900, ge=10)  # seconds; a killed job re-runs after
     conductor_env_file: Path = Path(".env")
     conductor_shutdown_grace: float = Field(default=10.0, ge=0)

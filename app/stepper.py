@@ -34,6 +34,7 @@ from app.runs import Run, RunStatus, StepRecord
 from app.scheduler import StepState
 from app.scheduling import plan_of, schedule_now, step_owner
 from app.services import Services
+from app.slots import give_back_slot
 from app.stopping import stop_run
 from app.terminal import TerminalTools
 from app.tools import Toolbox
@@ -131,6 +132,7 @@ async def _finish(svc: Services, run: Run, record: StepRecord, state: StepState,
     await svc.store.unlock_paths(run.repo, run.branch,
                                  list(spec.files) or [f"__step__/{record.id}"],
                                  step_owner(run.id, record.id))
+    await give_back_slot(svc, run.installation_id, step_owner(run.id, record.id))
     message = "done" + (f" at {record.commit[:7]}" if record.commit else "") \
         if state is StepState.DONE else f"failed: {record.error}"
     await svc.store.log(run.id, "step", message, step=record.id)

@@ -19,6 +19,7 @@ from app.logs import get_logger
 from app.report import neutralise
 from app.runs import Run, RunStatus
 from app.services import Services
+from app.slots import give_back_slot
 
 log = get_logger(__name__)
 
@@ -101,7 +102,7 @@ async def give_up_run(svc: Services, run_id: str, reason: str) -> None:
 
 async def abort_steps(svc: Services, run: Run) -> int:
     """Ask the workers to cancel the run's running steps (arq abort; does not wait) and free
-    their path locks. Returns how many were running."""
+    their path locks and installation slots. Returns how many were running."""
     plan_steps = {s["id"]: s for s in (run.plan or {}).get("steps", [])}
     aborted = 0
     for record in (await svc.store.steps(run.id)).values():
@@ -116,4 +117,5 @@ async def abort_steps(svc: Services, run: Run) -> int:
         aborted += 1
         files = plan_steps.get(record.id, {}).get("files") or [f"__step__/{record.id}"]
         await svc.store.unlock_paths(run.repo, run.branch, files, f"{run.id}:{record.id}")
+        await give_back_slot(svc, run.installation_id, f"{run.id}:{record.id}")
     return aborted

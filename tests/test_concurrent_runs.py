@@ -31,8 +31,10 @@ def parallel_plan(*files: list[str]) -> dict[str, Any]:
          "rationale": "r"} for i, claimed in enumerate(files, 1)]}
 
 
-async def running_run(svc: Services, repo: str, number: int, *files: list[str]) -> Run:
-    run = Run(id=f"{repo.split('/')[-1]}-{number}-1-abcdef", repo=repo, installation_id=1,
+async def running_run(svc: Services, repo: str, number: int, *files: list[str],
+                      installation_id: int = 1) -> Run:
+    run = Run(id=f"{repo.split('/')[-1]}-{number}-1-abcdef", repo=repo,
+              installation_id=installation_id,
               issue_number=number, issue_title="Fix the core", triggered_by="alice",
               trigger_delivery=f"d-{number}", attempt=1,
               branch=f"conductor/issue-{number}-fix-the-core", status=RunStatus.RUNNING,
