@@ -184,48 +184,44 @@ class RateLimitMiddleware:
 
     @staticmethod
     async def _refuse_content(send: Send, wait: float) -> None:
-        body = json.dumps(
-            {
-                "message": "You have exceeded a secondary rate limit and have been temporarily "
-                "blocked from content creation. Please retry your request again later.",
-                "documentation_url": "https://docs.github.com/rest/using-the-rest-api/"
-                "rate-limits-for-the-rest-api#about-secondary-rate-limits",
-                "status": "403",
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 403,
-                "headers": [
-                    (b"content-type", b"application/json; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", str(max(1, round(wait))).encode()),
-                ],
-            }
+        await _forbidden(
+            send,
+            "You have exceeded a secondary rate limit and have been temporarily blocked from "
+            "content creation. Please retry your request again later.",
+            "about-secondary-rate-limits",
+            (b"retry-after", str(max(1, round(wait))).encode()),
         )
-        await send({"type": "http.response.body", "body": body})
 
     @staticmethod
     async def _refuse(send: Send, limit: int, window: Window) -> None:
-        body = json.dumps(
-            {
-                "message": "API rate limit exceeded. Wait for the limit to reset "
-                f"(x-ratelimit-reset: {int(window.reset)}).",
-                "documentation_url": "https://docs.github.com/rest/using-the-rest-api/"
-                "rate-limits-for-the-rest-api#exceeding-the-rate-limit",
-                "status": "403",
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 403,
-                "headers": [
-                    (b"content-type", b"application/json; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"x-ratelimit-remaining", b"0"),
-                ],
-            }
+        await _forbidden(
+            send,
+            "API rate limit exceeded. Wait for the limit to reset "
+            f"(x-ratelimit-reset: {int(window.reset)}).",
+            "exceeding-the-rate-limit",
+            (b"x-ratelimit-remaining", b"0"),
         )
-        await send({"type": "http.response.body", "body": body})
+
+
+async def _forbidden(send: Send, message: str, anchor: str, header: tuple[bytes, bytes]) -> None:
+    """GitHub's 403 for a rate limit: its message, the docs section, and one telling header."""
+    body = json.dumps(
+        {
+            "message": message,
+            "documentation_url": "https://docs.github.com/rest/using-the-rest-api/"
+            f"rate-limits-for-the-rest-api#{anchor}",
+            "status": "403",
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 403,
+            "headers": [
+                (b"content-type", b"application/json; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                header,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
