@@ -83,6 +83,27 @@ def test_scripted_flow_publishes_parseable_events(gh: Env) -> None:
     assert state.events_named("issues", "closed")[0]["issue"]["number"] == issue.number
 
 
+def test_deleting_a_pull_requests_head_branch_closes_it(gh: Env) -> None:
+    alice = gh.state.as_user("alice")
+    alice.push("acme/widgets", "feature", {"sub.py": "def sub(a, b): ...\n"})
+    alice.push("acme/widgets", "other", {"mul.py": "def mul(a, b): ...\n"})
+    pull = alice.open_pull("acme/widgets", title="Subtraction", head="feature")
+    kept = alice.open_pull("acme/widgets", title="Multiplication", head="other")
+    start = len(gh.state.events)
+
+    alice.delete_branch("acme/widgets", "feature")
+
+    client = gh.installation_client()
+    closed = client.rest.pulls.get("acme", "widgets", pull.number).parsed_data
+    assert (closed.state, closed.merged) == ("closed", False)
+    assert client.rest.pulls.get("acme", "widgets", kept.number).parsed_data.state == "open"
+    events = [(name, payload) for name, payload in gh.state.events[start:]
+              if name == "pull_request"]
+    assert [(p["action"], p["number"], p["sender"]["login"]) for _, p in events] == [
+        ("closed", pull.number, "alice")]
+    assert events[0][1]["pull_request"]["merged"] is False
+
+
 def test_bot_actions_are_marked_as_the_app(gh: Env) -> None:
     client = gh.installation_client()
     issue = client.rest.issues.create("acme", "widgets", title="From the app").parsed_data

@@ -122,6 +122,11 @@ class UserActor:
     def reopen_pull(self, repo: Repo | str, number: int) -> PullRequest:
         return self.state.update_pull(self.principal, repo, number, state="open")
 
+    def delete_branch(self, repo: Repo | str, branch: str) -> None:
+        """Delete a branch, as the web UI's trash icon does (a pull request on it closes)."""
+        self.state.delete_git_ref(self.principal, self.state.resolve_repo(repo),
+                                  f"refs/heads/{branch}")
+
     def merge_pull(self, repo: Repo | str, number: int, method: str = "merge") -> str:
         return self.state.merge_pull(self.principal, repo, number, merge_method=method)
 

@@ -308,9 +308,17 @@ class PullsMixin(IssuesMixin):
 
     def _on_ref_updated(self, repo: Repo, ref: str, before: str, after: str, pusher: str) -> None:
         super()._on_ref_updated(repo, ref, before, after, pusher)
-        if not ref.startswith("refs/heads/") or after == ZERO_SHA:
+        if not ref.startswith("refs/heads/"):
             return
         branch = ref.removeprefix("refs/heads/")
+        if after == ZERO_SHA:
+            # Deleting a pull request's head branch closes it, unmerged, as its deleter.
+            for pull in list(self.pulls.values()):
+                issue = self.find_issue(repo, pull.number)
+                if (pull.repo_id == repo.id and pull.head_ref == branch and issue is not None
+                        and issue.state == "open"):
+                    self._set_state(issue, "closed", pusher)
+            return
         git = self.git(repo)
         for pull in list(self.pulls.values()):
             issue = self.find_issue(repo, pull.number)
