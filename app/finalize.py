@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from githubkit.exception import RequestFailed
+
 from app import tracking, verify
 from app.commands import PR_KEY
 from app.logs import get_logger
@@ -12,6 +14,7 @@ from app.pulls import upsert_pull_request
 from app.runs import RUN_RETENTION, Run, RunStatus
 from app.services import Services
 from app.stopping import stop_run
+from app.workspace import BranchDeleted, check_branch
 
 log = get_logger(__name__)
 
@@ -32,7 +35,17 @@ async def finalize_run(ctx: dict[str, Any], run_id: str) -> str:
     opening = run.pr_number is None
     await svc.store.log(run.id, "pr", "opening the pull request" if opening
                         else "updating the pull request")
-    number, url = await upsert_pull_request(svc, run)
+    try:
+        number, url = await upsert_pull_request(svc, run)
+    except RequestFailed as exc:
+        if exc.response.status_code != 422:  # 422: e.g. "head invalid", the branch is gone
+            raise
+        try:
+            await check_branch(svc, run)
+        except BranchDeleted as gone:
+            await stop_run(svc, run, RunStatus.CANCELLED, gone.reason, advice=gone.advice)
+            return "stopped: branch deleted"
+        raise
     now = time.time()
 
     def opened(fresh: Run) -> None:

@@ -22,6 +22,7 @@ from app.runs import Run, RunStatus, StepRecord
 from app.scheduler import FINISHED, StepState
 from app.services import Services
 from app.stopping import NEEDS_HUMAN_LABEL
+from app.workspace import restore_branch
 
 Point = Literal["plan", "steps", "finalize", "ci-fix", "verify"]
 Answer = Callable[..., Awaitable[None]]
@@ -61,6 +62,16 @@ async def retry(svc: Services, run: Run, author: str, instructions: str,
         await answer("confused", f"@{author} run `{run.id}` finished ({run.stop_reason}). "
                      "Label the issue again to start a new run.")
         return "retry refused: the run is done"
+    # A branch someone deleted goes back where the run left it: asking to retry says so.
+    restored = await restore_branch(svc, run)
+    if restored is False:
+        await answer("confused", f"@{author} the branch `{run.branch}` was deleted and GitHub "
+                     f"no longer has its commit `{(run.head_sha or '')[:7]}`, so this run "
+                     "cannot go on. Label the issue again to start over.")
+        return "retry refused: the branch and its commits are gone"
+    if restored:
+        await svc.store.log(run.id, "retry", f"branch {run.branch} restored at "
+                            f"{(run.head_sha or '')[:7]} for the retry by @{author}")
     holder = await svc.store.claim_issue(run.repo, run.issue_number, run.id)
     if holder != run.id:
         other = await svc.store.get(holder) if holder else None

@@ -35,10 +35,10 @@ from app.scheduler import StepState
 from app.scheduling import plan_of, schedule_now, step_owner
 from app.services import Services
 from app.slots import give_back_slot
-from app.stopping import stop_run
+from app.stopping import abort_steps, stop_run
 from app.terminal import TerminalTools
 from app.tools import Toolbox
-from app.workspace import remote_branch_head, synced
+from app.workspace import BranchDeleted, check_branch, remote_branch_head, synced
 
 log = get_logger(__name__)
 
@@ -103,6 +103,12 @@ async def run_step(ctx: dict[str, Any], run_id: str, step_id: str, attempt: int)
         await _finish(svc, run, record, StepState.FAILED, error=str(exc))
         await stop_run(svc, run, RunStatus.NEEDS_HUMAN, f"budget exhausted: {exc}")
         return f"step {step_id} stopped: budget"
+    except BranchDeleted as exc:
+        # Stopped first, so that the scheduler the step's end wakes finds nothing to do.
+        await stop_run(svc, run, RunStatus.CANCELLED, exc.reason, advice=exc.advice)
+        await _finish(svc, run, record, StepState.FAILED, error=exc.reason)
+        await abort_steps(svc, run)
+        return f"step {step_id} stopped: branch deleted"
     except (StepFailed, AgentFailed, TurnLimitExceeded) as exc:
         await _finish(svc, run, record, StepState.FAILED, error=str(exc))
         return f"step {step_id} failed: {exc}"
@@ -154,6 +160,8 @@ async def _execute(svc: Services, run: Run, step: Step, record: StepRecord, *,
                                     fresher_than=record.started_at if first_try else None)
     assert run.base_sha is not None
     head = await remote_branch_head(workspace, run.branch)
+    if head is None:
+        await check_branch(svc, run)  # before the model spends anything on a lost branch
     # Only an earlier execution of this step can have pushed its commit.
     if head is not None and (record.attempt > 1 or not first_try):
         existing = await find_step_commit(workspace, run.base_sha, head, run.id, step.id)
@@ -345,22 +353,30 @@ async def _commit_and_push(svc: Services, run: Run, step: Step, workspace: Works
             carry = sha
             if not alone and stack.tip and await _is_ancestor(worktree, sha, stack.tip):
                 carry = stack.tip
+            if before is None:
+                await check_branch(svc, run)  # a branch the run pushed to is not recreated
+            # The push must find the branch where this clone last saw it (or find no branch):
+            # a branch deleted meanwhile is refused rather than pushed again. The lease
+            # forces nothing: it is only given for a commit that builds on `before`.
+            lease = before is None or await _is_ancestor(worktree, before, carry)
+            expected = (before or "") if lease else None
             token = (await svc.github.installation_token(run.installation_id)).token
-            failure = await _push_once(workspace, worktree, run.branch, carry, token)
+            failure = await _push_once(workspace, worktree, run.branch, carry, token, expected)
             if failure is not None and auth_failed(failure):
                 token = await svc.github.replaced_token(run.installation_id)
-                failure = await _push_once(workspace, worktree, run.branch, carry, token)
+                failure = await _push_once(workspace, worktree, run.branch, carry, token,
+                                           expected)
             if failure is None:
                 break
             async with workspace.locked():
                 if stack.tip in (sha, carry):
                     stack.tip = None
-                await git("fetch", "--no-tags", "origin",
-                          f"+refs/heads/{run.branch}:refs/remotes/origin/{run.branch}",
-                          cwd=worktree, token=token, check=False)
+                await _fetch_branch(worktree, run.branch, token)
         remote = await remote_branch_head_at(worktree, run.branch)
         if remote is not None and await _is_ancestor(worktree, sha, remote):
             break  # another push carried this commit after all
+        if remote is None and before is not None:
+            await check_branch(svc, run)  # the branch went away under the push
         if remote != before:
             # The branch moved while this push was on its way (another machine): build on
             # the new head and push again.
@@ -420,13 +436,28 @@ async def _stack_onto(worktree: Path, branch: str, base: str, pending: str | Non
     return head
 
 
-async def _push_once(workspace: Workspace, worktree: Path, branch: str, sha: str,
-                     token: str) -> str | None:
-    """Push `sha` to the branch; None on success, git's answer otherwise. Pushed by URL so
-    that git does not update the shared remote-tracking ref outside the lock."""
+async def _fetch_branch(worktree: Path, branch: str, token: str) -> None:
+    """Bring the branch's remote-tracking ref up to date; drop it when GitHub has no such
+    branch any more (an explicit refspec fails then, and leaves the ref as it was)."""
+    tracking = f"refs/remotes/origin/{branch}"
     try:
-        await git("push", "--porcelain", workspace.clone_url, f"{sha}:refs/heads/{branch}",
+        await git("fetch", "--no-tags", "origin", f"+refs/heads/{branch}:{tracking}",
                   cwd=worktree, token=token)
+    except GitError as exc:
+        if "couldn't find remote ref" in exc.output:
+            await git("update-ref", "-d", tracking, cwd=worktree, check=False)
+
+
+async def _push_once(workspace: Workspace, worktree: Path, branch: str, sha: str,
+                     token: str, expected: str | None = None) -> str | None:
+    """Push `sha` to the branch; None on success, git's answer otherwise. Pushed by URL so
+    that git does not update the shared remote-tracking ref outside the lock. `expected`:
+    the branch's head the push requires ("": no such branch), checked by git against what
+    GitHub advertises (`--force-with-lease`; pass it only for a fast-forward of it)."""
+    lease = [] if expected is None else [f"--force-with-lease=refs/heads/{branch}:{expected}"]
+    try:
+        await git("push", "--porcelain", *lease, workspace.clone_url,
+                  f"{sha}:refs/heads/{branch}", cwd=worktree, token=token)
     except GitError as exc:
         if exc.returncode < 0:
             raise  # timed out: transient, the job is retried

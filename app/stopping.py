@@ -32,14 +32,15 @@ UNWRITABLE = frozenset({403, 404, 410})
 
 
 async def stop_run(svc: Services, run: Run, status: RunStatus, reason: str, *,
-                   notify: bool = True) -> None:
+                   notify: bool = True, advice: str | None = None) -> None:
+    """`advice`: what the notice says to do next, instead of the usual retry/relabel line."""
     if not run.status.active:
         return
     # GitHub first, the status last: a job that fails in between runs again and finds the
     # run still active, so a label or the comment is never lost. An issue that cannot be
     # written on any more must not keep the run active forever, though.
     async with _unless_unwritable(svc, run, "the stop notice"):
-        await _tell(svc, run, status, reason, notify)
+        await _tell(svc, run, status, reason, notify, advice)
 
     def stopped(fresh: Run) -> None:
         fresh.status = status
@@ -73,7 +74,8 @@ async def _unless_unwritable(svc: Services, run: Run, what: str) -> AsyncIterato
         log.warning("installation unavailable", run=run.id, what=what)
 
 
-async def _tell(svc: Services, run: Run, status: RunStatus, reason: str, notify: bool) -> None:
+async def _tell(svc: Services, run: Run, status: RunStatus, reason: str, notify: bool,
+                advice: str | None) -> None:
     owner, name = run.repo.split("/", 1)
     async with svc.github.installation(run.installation_id) as gh:
         if status is RunStatus.NEEDS_HUMAN:
@@ -81,10 +83,14 @@ async def _tell(svc: Services, run: Run, status: RunStatus, reason: str, notify:
                                                   labels=[NEEDS_HUMAN_LABEL])
         # Editing the tracking comment notifies nobody; a short comment does.
         if notify:
-            advice = "" if status is RunStatus.DONE else (
-                "\n\nAnything already pushed stays on the branch. Comment `/agent retry "
-                "[instructions]` to try again from where it stopped, or label the issue "
-                "again to start over.")
+            if advice is not None:
+                advice = f"\n\n{advice}"
+            elif status is not RunStatus.DONE:
+                advice = ("\n\nAnything already pushed stays on the branch. Comment `/agent "
+                          "retry [instructions]` to try again from where it stopped, or label "
+                          "the issue again to start over.")
+            else:
+                advice = ""
             verb = "finished" if status is RunStatus.DONE else "stopped"
             await gh.rest.issues.async_create_comment(
                 owner, name, run.issue_number,

@@ -72,6 +72,46 @@ async def branch_head(svc: Services, run: Run, branch: str) -> str | None:
     return ref.object_.sha
 
 
+class BranchDeleted(Exception):
+    """The run's branch is gone from GitHub after the run pushed to it: someone deleted it.
+    The run stops rather than push it back; `/agent retry` restores it (`restore_branch`)."""
+
+    def __init__(self, run: Run) -> None:
+        sha = (run.head_sha or "")[:7]
+        self.reason = (f"the branch `{run.branch}` was deleted on GitHub; it held this run's "
+                       f"commits up to `{sha}`")
+        self.advice = (f"Conductor does not push again to a branch someone deleted. Comment "
+                       f"`/agent retry` to put the branch back at `{sha}` and go on from where "
+                       "the run stopped, or label the issue again to start over.")
+        super().__init__(self.reason)
+
+
+async def check_branch(svc: Services, run: Run) -> None:
+    """Raise `BranchDeleted` when the run has pushed and its branch is gone from GitHub. Reads
+    the run afresh, and asks GitHub only when the run has pushed (a run's first push costs
+    nothing here); call it where the clone has no such branch."""
+    fresh = await svc.store.get(run.id) or run
+    if fresh.head_sha is not None and await branch_head(svc, fresh, fresh.branch) is None:
+        raise BranchDeleted(fresh)
+
+
+async def restore_branch(svc: Services, run: Run) -> bool | None:
+    """Put a deleted branch back at the run's head commit. True: restored; False: GitHub no
+    longer has that commit; None: nothing to do (never pushed, or the branch is there)."""
+    if run.head_sha is None or await branch_head(svc, run, run.branch) is not None:
+        return None
+    owner, name = run.repo.split("/", 1)
+    try:
+        async with svc.github.installation(run.installation_id) as gh:
+            await gh.rest.git.async_create_ref(owner, name, ref=f"refs/heads/{run.branch}",
+                                               sha=run.head_sha)
+    except RequestFailed as exc:
+        if exc.response.status_code == 422:  # "Object does not exist" (or it raced back)
+            return await branch_head(svc, run, run.branch) == run.head_sha
+        raise
+    return True
+
+
 async def remote_branch_head(workspace: Workspace, branch: str) -> str | None:
     return await resolve_commit(f"refs/remotes/origin/{branch}", workspace.clone)
 

@@ -16,6 +16,7 @@ from app.pr_events import handle_pull_request
 from app.routing import route
 from app.runs import Run, RunStatus
 from app.services import Services
+from app.stopping import stop_run
 from app.verify import DONE_LABEL
 from tests import test_triggers
 from tests.emulators.github.testing import Env
@@ -25,6 +26,9 @@ started, identity, last_event = test_triggers.started, test_triggers.identity, \
     test_triggers.last_event
 
 REPO = "acme/widgets"
+PLAN_A = {"summary": "s", "rationale": "r", "steps": [
+    {"id": "a", "role": "implementer", "title": "Add a", "description": "d",
+     "files": ["widgets/a.py"], "depends_on": [], "acceptance": [], "rationale": "r"}]}
 
 
 def bot_commit(env: Env, run: Run, step: str, files: dict[str, str | None]) -> str:
@@ -152,6 +156,74 @@ async def test_closing_or_merging_the_pr_before_ci_finishes_ends_the_run(
     assert (await evaluate(svc, run, run.head_sha)).startswith("stale")
     assert DONE_LABEL not in labels(env, run.issue_number)
     assert await svc.store.active_run_id(REPO, run.issue_number) is None
+
+
+async def test_deleting_the_branch_closes_the_pr_which_ends_the_run(
+    env: Env, svc: Services, verifying: Run
+) -> None:
+    run = verifying
+    env.state.as_user("alice").delete_branch(REPO, run.branch)
+    await deliver(env, svc, "pull_request", last_event(env, "pull_request", "closed"))
+    ended = await fresh(svc, run)
+    assert ended.status is RunStatus.CANCELLED
+    assert ended.stop_reason == "the pull request was closed by @alice"
+    assert ended.outcome is not None and ended.outcome["merged"] is False
+    assert await svc.store.active_run_id(REPO, run.issue_number) is None
+
+
+async def test_a_branch_deleted_before_the_pr_opens_stops_the_run_without_a_pr(
+    env: Env, svc: Services
+) -> None:
+    from app.finalize import finalize_run
+
+    run = await started(env, svc)
+    base = env.state.git(env.repo).ref_sha("refs/heads/main")
+    sha = bot_commit(env, run, "a", {"widgets/a.py": "A = 1\n"})
+    run = await svc.store.set_fields(run.id, base_sha=base, head_sha=sha,
+                                     plan=PLAN_A, status=RunStatus.FINALIZING) or run
+    await svc.store.init_steps(run.id, ["a"])
+    record = await svc.store.step(run.id, "a")
+    assert record is not None
+    record.state, record.commit = "done", sha
+    await svc.store.save_step(run.id, record)
+    env.state.as_user("alice").delete_branch(REPO, run.branch)
+
+    assert await finalize_run({"services": svc}, run.id) == "stopped: branch deleted"
+
+    ended = await fresh(svc, run)
+    assert ended.status is RunStatus.CANCELLED and ended.pr_number is None
+    assert f"`{run.branch}` was deleted on GitHub" in (ended.stop_reason or "")
+    assert not [p for p in env.state.pulls.values() if p.repo_id == env.repo.id]
+    notice = [c.body for c in sorted(env.state.comments.values(), key=lambda c: c.id)
+              if c.repo_id == env.repo.id and c.issue_number == run.issue_number
+              and "stopped run" in c.body]
+    assert notice and f"put the branch back at `{sha[:7]}`" in notice[-1]
+
+
+async def test_a_retry_whose_deleted_branch_github_cannot_restore_says_so(
+    env: Env, svc: Services
+) -> None:
+    from app.retrying import retry
+
+    run = await started(env, svc)
+    await stop_run(svc, run, RunStatus.CANCELLED, "the branch was deleted")
+    # The run pushed a commit that GitHub has since lost along with the branch.
+    await svc.store.set_fields(run.id, head_sha="f" * 40, plan=PLAN_A)
+    said: list[tuple[str, str | None]] = []
+
+    async def answer(emoji: str, reply: str | None = None) -> None:
+        said.append((emoji, reply))
+
+    stopped_run = await fresh(svc, run)
+    outcome = await retry(svc, stopped_run, "alice", "", answer)
+
+    assert outcome == "retry refused: the branch and its commits are gone"
+    [(emoji, reply)] = said
+    assert emoji == "confused" and reply is not None
+    assert "GitHub no longer has its commit `fffffff`" in reply
+    assert "Label the issue again" in reply
+    assert (await fresh(svc, run)).status is RunStatus.CANCELLED
+    assert env.state.git(env.repo).ref_sha(f"refs/heads/{run.branch}") is None
 
 
 async def test_green_ci_on_a_commit_pushed_over_does_not_mark_the_pr_ready(

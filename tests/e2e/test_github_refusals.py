@@ -111,3 +111,46 @@ def test_a_person_pushing_to_the_branch_mid_step_is_built_on_not_overwritten(
         notes = [e["message"] for e in timeline(stack, run["id"])]
         assert any(n.startswith("push raced another push") for n in notes)
         assert len(pull_requests(stack)) == 1
+
+
+def test_a_branch_deleted_mid_step_stops_the_run_and_retry_puts_it_back(
+    tmp_path: Path,
+) -> None:
+    two = plan(step("a", "implementer", "Add a", ["widgets/a.py"]),
+               step("b", "implementer", "Add b", ["widgets/b.py"], depends_on=["a"]))
+    script = [submits(two), use_tool("submit_review", ACCEPT, match=Match(tool="submit_review"),
+                                     rule_name="review"),
+              *writes("a", "widgets/a.py", "A = 1\n"),
+              *writes("b", "widgets/b.py", "B = 1\n", delay=2.0)]
+    with Stack(tmp_path, script=script) as stack:
+        number = stack.label_issue("Add a and b", "")
+        stack.wait_for(lambda: any(e.rule == "b-write" for e in stack.model.requests), 60,
+                       "step b's model call")
+        run = runs(stack)[-1]
+        first = run["head_sha"]
+        assert first and branch_commits(stack, run["branch"])[-1].startswith("Add a")
+        # While b works, a person deletes the branch (the trash icon on GitHub).
+        stack.state.as_user("alice").delete_branch(REPO, run["branch"])
+
+        run = stack.wait_for(lambda: run_in(stack, "cancelled", "verifying", "needs_human"),
+                             60, "the run to stop")
+        assert run["status"] == "cancelled", run.get("stop_reason")
+        assert f"`{run['branch']}` was deleted on GitHub" in run["stop_reason"]
+        assert not stack.state.git(stack.repo).refs("refs/heads/conductor/")  # not pushed back
+        assert not pull_requests(stack)
+        notice = stack.wait_for(lambda: [c.body for c in stack.comments(number)
+                                         if "stopped run" in c.body], 10, "the stop comment")
+        assert f"put the branch back at `{first[:7]}`" in notice[0]
+        assert "stays on the branch" not in notice[0]  # the usual advice would be wrong here
+
+        # `/agent retry` restores the branch at the run's last commit and goes on from b.
+        stack.model.script([script[1], *writes("b", "widgets/b.py", "B = 1\n")])
+        stack.state.as_user("alice").comment(REPO, number, "/agent retry")
+        run = stack.wait_for(lambda: run_in(stack, "verifying", "needs_human"), 60,
+                             "the retried run")
+        assert run["status"] == "verifying", run.get("stop_reason")
+        subjects = [m.splitlines()[0] for m in branch_commits(stack, run["branch"])]
+        assert subjects == ["Add a", "Add b"]
+        notes = [e["message"] for e in timeline(stack, run["id"])]
+        assert f"branch {run['branch']} restored at {first[:7]} for the retry by @alice" in notes
+        assert len(pull_requests(stack)) == 1
