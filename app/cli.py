@@ -1,11 +1,13 @@
-"""`conductor`: serve (all in one), web, worker."""
+"""`conductor`: serve (all in one), web, worker; trace (read a run's trace)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any
 
 from app.logs import configure_logging
@@ -87,6 +89,74 @@ def _worker(settings: Settings) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _redis_to_read(settings: Settings) -> Iterator[str]:
+    """REDIS_URL; or the embedded Redis of a `conductor serve` running on this data
+    directory; or that embedded Redis started for the moment from its files."""
+    from app.redis import RedisInUse, embedded_redis, running_embedded_url
+
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    data = settings.conductor_data_dir / "redis"
+    if not data.is_dir():
+        raise FileNotFoundError(
+            f"no Redis data in {data.resolve()}: set REDIS_URL to the bot's Redis, or run "
+            "this where `conductor serve` runs (or with its CONDUCTOR_DATA_DIR)")
+    url = running_embedded_url(data)
+    if url is None:
+        try:
+            with embedded_redis(data) as started:
+                yield started
+            return
+        except RedisInUse:  # a `conductor serve` started meanwhile
+            url = running_embedded_url(data)
+            if url is None:
+                raise
+    yield url
+
+
+async def _show_trace(url: str, ref: str | None, as_json: bool, count: int) -> int:
+    from redis.asyncio import Redis
+
+    from app import trace
+    from app.logs import redactor
+
+    client = Redis.from_url(url)
+    try:
+        if ref is None:
+            rows = await trace.recent(client, count)
+            text = (json.dumps([{"id": run.id, "repo": run.repo, "issue": run.issue_number,
+                                 "status": run.status.value, "cost_usd": total.cost_usd,
+                                 "created_at": run.created_at} for run, total in rows],
+                               indent=2, ensure_ascii=False)
+                    if as_json else trace.render_recent(rows))
+        else:
+            run_id = await trace.find_run(client, ref)
+            found = await trace.load(client, run_id) if run_id else None
+            if found is None:
+                return _fail(f"no run {ref!r} in this Redis; `conductor trace` lists the "
+                             "latest runs")
+            text = (json.dumps(found.to_dict(), indent=2, ensure_ascii=False, default=str)
+                    if as_json else trace.render(found))
+    finally:
+        await client.aclose()
+    _say(redactor.scrub(text))  # nothing secret is recorded; this makes sure
+    return 0
+
+
+def _trace(settings: Settings, args: argparse.Namespace) -> int:
+    from app.redis import RedisStartError
+
+    try:
+        with _redis_to_read(settings) as url:
+            return asyncio.run(_show_trace(url, args.run, args.json, args.limit))
+    except (FileNotFoundError, RedisStartError) as exc:
+        return _fail(str(exc))
+    except OSError as exc:  # Redis refused the connection, or went away
+        return _fail(f"could not read Redis: {exc}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="conductor", description=__doc__)
     parser.add_argument("--host", help="address to listen on (default: HOST or 127.0.0.1)")
@@ -95,6 +165,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("serve", help="web server, worker and (without REDIS_URL) embedded Redis")
     sub.add_parser("web", help="the web server only (needs REDIS_URL)")
     sub.add_parser("worker", help="an arq worker only (needs REDIS_URL)")
+    tracing = sub.add_parser(
+        "trace", help="a run's trace: steps, rationale, timeline, model calls and cost",
+        description="Print a run's trace from Redis (REDIS_URL, or the embedded one under "
+                    "CONDUCTOR_DATA_DIR). Without RUN: the latest runs.")
+    tracing.add_argument("run", nargs="?", help="a run id, or OWNER/REPO#ISSUE for the "
+                                                "issue's latest run")
+    tracing.add_argument("--json", action="store_true",
+                         help="everything, model requests and answers too, as JSON")
+    tracing.add_argument("--limit", type=int, default=20, help="runs to list (default 20)")
     args = parser.parse_args(argv)
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -103,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         return _fail(str(exc))
     configure_logging(settings.log_level, settings.secret_values())
+    if args.command == "trace":
+        return _trace(settings, args)
     commands = {"serve": _serve, "web": _web, "worker": _worker}
     return commands[args.command](settings)
 

@@ -30,10 +30,24 @@ from arq.connections import RedisSettings
 
 LOCK_FILE = "conductor.lock"
 PID_FILE = "redis.pid"
+URL_FILE = "redis.url"  # where a running embedded Redis listens, for `conductor trace`
 
 
 class RedisStartError(RuntimeError):
     pass
+
+
+class RedisInUse(RedisStartError):
+    """The data directory's embedded Redis belongs to a running conductor process."""
+
+
+def running_embedded_url(data_dir: Path) -> str | None:
+    """Where the embedded Redis of a running `conductor serve` on `data_dir` listens."""
+    try:
+        url = (data_dir.resolve() / URL_FILE).read_text().strip()
+    except OSError:
+        return None
+    return url if url and _answers_ping(url) else None
 
 
 def arq_settings(redis_url: str) -> RedisSettings:
@@ -185,9 +199,13 @@ def embedded_redis(data_dir: Path) -> Iterator[str]:
     with _owned(data_dir):
         _stop_orphan(data_dir)
         server = start_redis(data_dir)
+        url_file = data_dir / URL_FILE
         try:
+            url_file.write_text(server.url + "\n")
+            url_file.chmod(0o600)
             yield server.url
         finally:
+            url_file.unlink(missing_ok=True)
             server.stop()
             if server.url.startswith("unix://"):
                 shutil.rmtree(Path(server.url.removeprefix("unix://")).parent,
@@ -205,7 +223,7 @@ def _owned(data_dir: Path) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
-            raise RedisStartError(
+            raise RedisInUse(
                 f"{data_dir} is in use by another conductor process (pid {holder}): stop it "
                 "first, or give this one its own CONDUCTOR_DATA_DIR (or a shared REDIS_URL)"
             ) from None
