@@ -158,4 +158,5 @@ def test_a_long_runs_pr_body_fits_github_with_the_latest_events() -> None:
     assert f"The latest {kept} of 600 events" in body
     assert f"… {600 - kept} earlier events are left out" in body
     assert kept > 150  # as many as fit, not a token few
-    assert body.rstrip().endswith(f"Its trace: `conductor trace {run.id}`.</sub>")  # the end is still there
+    # The end is still there.
+    assert body.rstrip().endswith(f"Its trace: `conductor trace {run.id}`.</sub>")

@@ -18,7 +18,7 @@ from tests.e2e.support import (
     timeline,
     writes,
 )
-from tests.emulators.anthropic_api import Match, use_tool
+from tests.emulators.anthropic_api import Match, Rule, use_tool
 from tests.emulators.harness import PROJECT_FILES, REPO, Stack
 
 SUB = "def sub(a, b):\n    return a - b\n"
@@ -88,19 +88,28 @@ def test_a_refused_ready_for_review_stops_the_run_instead_of_waiting(tmp_path: P
         assert notes and "Mark it ready by hand" in notes[0]
 
 
+def a_then_slow_b() -> list[Rule]:
+    """Two steps, b after a; b's model call takes 2 s, time for a person to act."""
+    two = plan(step("a", "implementer", "Add a", ["widgets/a.py"]),
+               step("b", "implementer", "Add b", ["widgets/b.py"], depends_on=["a"]))
+    return [submits(two), use_tool("submit_review", ACCEPT, match=Match(tool="submit_review"),
+                                   rule_name="review"),
+            *writes("a", "widgets/a.py", "A = 1\n"),
+            *writes("b", "widgets/b.py", "B = 1\n", delay=2.0)]
+
+
+def wait_for_b(stack: Stack) -> None:
+    stack.wait_for(lambda: any(e.rule == "b-write" for e in stack.model.requests), 60,
+                   "step b's model call")
+
+
 def test_a_person_pushing_to_the_branch_mid_step_is_built_on_not_overwritten(
     tmp_path: Path,
 ) -> None:
-    two = plan(step("a", "implementer", "Add a", ["widgets/a.py"]),
-               step("b", "implementer", "Add b", ["widgets/b.py"], depends_on=["a"]))
-    script = [submits(two), use_tool("submit_review", ACCEPT, match=Match(tool="submit_review"),
-                                     rule_name="review"),
-              *writes("a", "widgets/a.py", "A = 1\n"),
-              *writes("b", "widgets/b.py", "B = 1\n", delay=2.0)]
+    script = a_then_slow_b()
     with Stack(tmp_path, script=script) as stack:
         stack.label_issue("Add a and b", "")
-        stack.wait_for(lambda: any(e.rule == "b-write" for e in stack.model.requests), 60,
-                       "step b's model call")
+        wait_for_b(stack)
         branch = runs(stack)[-1]["branch"]
         # While b works, a person pushes to the run's branch: b's push is no fast-forward.
         stack.state.as_user("alice").push(REPO, branch, {"NOTES.md": "by hand\n"}, "Notes")
@@ -116,16 +125,10 @@ def test_a_person_pushing_to_the_branch_mid_step_is_built_on_not_overwritten(
 def test_a_branch_deleted_mid_step_stops_the_run_and_retry_puts_it_back(
     tmp_path: Path,
 ) -> None:
-    two = plan(step("a", "implementer", "Add a", ["widgets/a.py"]),
-               step("b", "implementer", "Add b", ["widgets/b.py"], depends_on=["a"]))
-    script = [submits(two), use_tool("submit_review", ACCEPT, match=Match(tool="submit_review"),
-                                     rule_name="review"),
-              *writes("a", "widgets/a.py", "A = 1\n"),
-              *writes("b", "widgets/b.py", "B = 1\n", delay=2.0)]
+    script = a_then_slow_b()
     with Stack(tmp_path, script=script) as stack:
         number = stack.label_issue("Add a and b", "")
-        stack.wait_for(lambda: any(e.rule == "b-write" for e in stack.model.requests), 60,
-                       "step b's model call")
+        wait_for_b(stack)
         run = runs(stack)[-1]
         first = run["head_sha"]
         assert first and branch_commits(stack, run["branch"])[-1].startswith("Add a")
