@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any
@@ -116,7 +117,8 @@ def _redis_to_read(settings: Settings) -> Iterator[str]:
     yield url
 
 
-async def _show_trace(url: str, ref: str | None, as_json: bool, count: int) -> int:
+async def _read_trace(url: str, ref: str | None, as_json: bool, count: int) -> str | None:
+    """The text to print; None (after saying why) when there is no such run."""
     from redis.asyncio import Redis
 
     from app import trace
@@ -135,26 +137,34 @@ async def _show_trace(url: str, ref: str | None, as_json: bool, count: int) -> i
             run_id = await trace.find_run(client, ref)
             found = await trace.load(client, run_id) if run_id else None
             if found is None:
-                return _fail(f"no run {ref!r} in this Redis; `conductor trace` lists the "
-                             "latest runs")
+                _fail(f"no run {ref!r} in this Redis; `conductor trace` lists the latest runs")
+                return None
             text = (json.dumps(found.to_dict(), indent=2, ensure_ascii=False, default=str)
                     if as_json else trace.render(found))
     finally:
         await client.aclose()
-    _say(redactor.scrub(text))  # nothing secret is recorded; this makes sure
-    return 0
+    return redactor.scrub(text)  # nothing secret is recorded; this makes sure
 
 
 def _trace(settings: Settings, args: argparse.Namespace) -> int:
+    from redis.exceptions import RedisError
+
     from app.redis import RedisStartError
 
     try:
         with _redis_to_read(settings) as url:
-            return asyncio.run(_show_trace(url, args.run, args.json, args.limit))
+            text = asyncio.run(_read_trace(url, args.run, args.json, args.limit))
     except (FileNotFoundError, RedisStartError) as exc:
         return _fail(str(exc))
-    except OSError as exc:  # Redis refused the connection, or went away
+    except (OSError, RedisError) as exc:  # Redis refused the connection, or went away
         return _fail(f"could not read Redis: {exc}")
+    if text is None:
+        return 2
+    try:
+        _say(text)
+    except BrokenPipeError:  # `conductor trace ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

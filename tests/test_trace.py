@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from app.budget import Budget
 from app.limits import Limits
 from app.models import ModelCall
-from app.redis import RedisProcess, embedded_redis
+from app.redis import RedisProcess, embedded_redis, free_port
 from app.runs import Run, RunStatus, RunStore
 from tests.test_cli import CONDUCTOR, _redis_servers_of, clean_env
 
@@ -133,6 +133,30 @@ async def test_trace_lists_the_latest_runs_and_names_an_unknown_one(
                                      REDIS_URL=redis_server.url)
     assert code == 2 and not out
     assert "no run 'nope-1-1-000000' in this Redis" in err
+
+    code, out, err = await conductor("trace", cwd=tmp_path,
+                                     REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    assert code == 2 and not out
+    assert err.startswith("conductor: could not read Redis: ") and len(err.splitlines()) == 1
+
+
+async def test_trace_piped_into_a_reader_that_stops_early_ends_quietly(
+    redis: aioredis.Redis, redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    run = await record_run(redis)
+    for number in range(300):  # far more than a pipe holds
+        await RunStore(redis).log(run.id, "note", f"event {number} " + "x" * 1000)
+    read, write = os.pipe()
+    process = await asyncio.create_subprocess_exec(
+        CONDUCTOR, "trace", run.id, cwd=tmp_path, env=clean_env(REDIS_URL=redis_server.url),
+        stdout=write, stderr=asyncio.subprocess.PIPE)
+    os.close(write)
+    with os.fdopen(read, "rb") as reader:
+        first = reader.read(100)  # `| head -c 100`, then the reader goes away
+    async with asyncio.timeout(60):
+        _, err = await process.communicate()
+    assert first.startswith(f"run {run.id}".encode())
+    assert process.returncode == 0 and not err
 
 
 async def test_trace_reads_the_embedded_redis_running_or_not(tmp_path: Path) -> None:
