@@ -67,6 +67,29 @@ def push_refusal(output: str, branch: str) -> str | None:
     return None
 
 
+# What git prints when the server or the network failed, not when GitHub refused the push.
+_TRANSIENT = re.compile(
+    r"returned error: (?:5\d\d|429)|HTTP (?:5\d\d|429)|remote end hung up unexpectedly"
+    r"|unexpected disconnect|early EOF|Could not resolve host|Failed to connect"
+    r"|Connection (?:timed out|reset|refused)|Operation timed out|SSL_read|gnutls",
+    re.IGNORECASE)
+_REJECTED = re.compile(r"\[(?:remote )?rejected\]|^remote: error:", re.MULTILINE)
+
+
+def transient_git_failure(output: str) -> bool:
+    """Whether git's output says GitHub's side or the network failed (a 5xx, a dropped
+    connection), so that the same command may succeed later; never for a refusal."""
+    return bool(_TRANSIENT.search(output)) and not _REJECTED.search(output)
+
+
+def git_error_line(output: str) -> str:
+    """git's first error line, for a timeline entry."""
+    for line in output.splitlines():
+        if line.startswith(("error:", "fatal:")):
+            return line.strip()[:200]
+    return output.strip().splitlines()[0][:200] if output.strip() else "no output"
+
+
 def auth_env(token: str | None) -> dict[str, str]:
     """Environment that makes git send the token as HTTP Basic auth, as GitHub expects."""
     if token is None:

@@ -20,7 +20,17 @@ from app.agent import Agent, AgentFailed, Finished, TurnLimitExceeded, untrusted
 from app.budget import Budget, BudgetExceeded
 from app.constants import Job
 from app.diffs import FileChange, parse_diff, worktree_diff
-from app.git import GitError, Workspace, auth_failed, git, git_ok, push_refusal, resolve_commit
+from app.git import (
+    GitError,
+    Workspace,
+    auth_failed,
+    git,
+    git_error_line,
+    git_ok,
+    push_refusal,
+    resolve_commit,
+    transient_git_failure,
+)
 from app.guardrails import RunTotals, check_step_diff, feedback_for_model
 from app.limits import Limits
 from app.logs import get_logger
@@ -44,6 +54,8 @@ log = get_logger(__name__)
 
 READ_ONLY_ROLES = frozenset({Role.NAVIGATOR, Role.REVIEWER})
 PUSH_ATTEMPTS = 5
+# Waits before pushing again after GitHub's side failed a push; then the job is tried later.
+PUSH_RETRY_WAITS = (2.0, 5.0, 15.0)
 MAX_DIFF_FOR_REVIEW = 60_000
 
 
@@ -340,7 +352,8 @@ async def _commit_and_push(svc: Services, run: Run, step: Step, workspace: Works
     stack = _stacks.setdefault((id(asyncio.get_running_loop()), str(workspace.root),
                                 run.branch), _Stack())
     alone = False  # True: build only on GitHub's head, not on other steps' pending commits
-    for attempt in range(1, PUSH_ATTEMPTS + 1):
+    races = blips = 0
+    while True:
         async with workspace.locked():
             # Shared refs and the stack change only under the workspace lock.
             sha = await _stack_onto(worktree, run.branch, run.base_sha,
@@ -380,8 +393,23 @@ async def _commit_and_push(svc: Services, run: Run, step: Step, workspace: Works
         if remote != before:
             # The branch moved while this push was on its way (another machine): build on
             # the new head and push again.
-            await svc.store.log(run.id, "push", f"push raced another push (try {attempt}); "
+            races += 1
+            if races >= PUSH_ATTEMPTS:
+                raise StepFailed(f"push to {run.branch} kept racing other pushes")
+            await svc.store.log(run.id, "push", f"push raced another push (try {races}); "
                                 "rebasing onto the new branch head", step=step.id)
+            continue
+        if transient_git_failure(failure):
+            # GitHub's side failed (a 5xx, a dropped connection), and the push did not land
+            # (the fetch above says so): wait and push again.
+            blips += 1
+            if blips > len(PUSH_RETRY_WAITS):
+                raise GitError(("push",), 1, failure)  # transient: the job is tried later
+            wait = PUSH_RETRY_WAITS[blips - 1]
+            await svc.store.log(run.id, "push", f"GitHub failed the push "
+                                f"({git_error_line(failure)}); pushing again in {wait:g} s",
+                                step=step.id)
+            await asyncio.sleep(wait)
             continue
         # GitHub refused the push itself. If it carried other steps' commits, one of those
         # may be the cause: try once with this step's commit alone.
@@ -393,8 +421,6 @@ async def _commit_and_push(svc: Services, run: Run, step: Step, workspace: Works
         alone = True
         await svc.store.log(run.id, "push", "push refused; trying again with this step's "
                             "commit alone", step=step.id)
-    else:
-        raise StepFailed(f"push to {run.branch} kept racing other pushes")
     await svc.store.log(run.id, "push", f"pushed {sha[:7]} to {run.branch}", step=step.id,
                         sha=sha)
     async with workspace.locked():

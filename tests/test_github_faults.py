@@ -12,7 +12,7 @@ import pytest
 from arq import Retry
 from githubkit.exception import RequestFailed
 
-from app.git import push_refusal
+from app.git import push_refusal, transient_git_failure
 from app.github import InstallationUnavailable, describe
 from app.runs import RunStatus
 from app.services import Services
@@ -152,3 +152,22 @@ def test_a_push_to_an_archived_repository_says_to_unarchive_it() -> None:
 
 def test_a_push_failure_github_did_not_explain_is_left_as_git_said() -> None:
     assert push_refusal("fatal: the remote end hung up unexpectedly\n", BRANCH) is None
+
+
+@pytest.mark.parametrize(("output", "transient"), [
+    ("error: RPC failed; HTTP 502 curl 22 The requested URL returned error: 502\n"
+     "send-pack: unexpected disconnect while reading sideband packet\n"
+     "fatal: the remote end hung up unexpectedly\n", True),
+    ("fatal: unable to access 'https://github.com/acme/widgets.git/': Could not resolve host: "
+     "github.com\n", True),
+    ("error: RPC failed; HTTP 429 curl 22 The requested URL returned error: 429\n", True),
+    (GH006, False),
+    (GH013, False),
+    ("remote: This repository was archived so it is read-only.\nfatal: unable to access "
+     "'https://github.com/acme/widgets.git/': The requested URL returned error: 403\n", False),
+    (f"To https://github.com/acme/widgets.git\n ! [rejected]        HEAD -> {BRANCH} "
+     "(fetch first)\nerror: failed to push some refs\n", False),
+])
+def test_only_a_failure_on_githubs_side_counts_as_worth_pushing_again(output: str,
+                                                                     transient: bool) -> None:
+    assert transient_git_failure(output) is transient

@@ -157,3 +157,24 @@ def test_a_branch_deleted_mid_step_stops_the_run_and_retry_puts_it_back(
         notes = [e["message"] for e in timeline(stack, run["id"])]
         assert f"branch {run['branch']} restored at {first[:7]} for the retry by @alice" in notes
         assert len(pull_requests(stack)) == 1
+
+
+def test_a_push_that_github_fails_with_a_5xx_is_tried_again(tmp_path: Path) -> None:
+    one = plan(step("add", "implementer", "Add sub", ["widgets/sub.py"]))
+    script = [submits(one), use_tool("submit_review", ACCEPT, match=Match(tool="submit_review"),
+                                     rule_name="review"),
+              *writes("add", "widgets/sub.py", SUB)]
+    with Stack(tmp_path, script=script) as stack:
+        # GitHub's git front end has a bad moment: the first push answers 502.
+        stack.state.add_fault("status", method="POST", path="/*/*.git/git-receive-pack",
+                              status=502)
+        stack.label_issue("Add sub", "")
+        run = stack.wait_for(lambda: run_in(stack, "verifying", "needs_human"), 90, "the run")
+        assert run["status"] == "verifying", run.get("stop_reason")
+        commits = branch_commits(stack, run["branch"])
+        assert len(commits) == 1 and "Conductor-Step: add" in commits[0]
+        pushes = [r for r in stack.state.requests if r.path.endswith("/git-receive-pack")]
+        assert [r.status for r in pushes][:1] == [502] and len(pushes) >= 2
+        notes = [e["message"] for e in timeline(stack, run["id"])]
+        assert any(n.startswith("GitHub failed the push (error: RPC failed; HTTP 502")
+                   and n.endswith("pushing again in 2 s") for n in notes), notes
