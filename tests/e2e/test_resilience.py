@@ -1,10 +1,13 @@
 """Nothing lost, nothing done twice: redeliveries, racing labels, a killed worker, a flaky
-model, a budget that runs out, and a labeler who may not trigger runs."""
+model, GitHub failing each kind of call once, a budget that runs out, and a labeler who may
+not trigger runs."""
 
 from __future__ import annotations
 
 import signal
 from pathlib import Path
+
+import pytest
 
 from tests.e2e.support import (
     branch_commits,
@@ -119,3 +122,34 @@ def test_a_labeler_without_write_permission_gets_a_polite_no(tmp_path: Path) -> 
         stack.hooks.wait_idle(10)
         assert runs(stack) == []
         assert not stack.model.message_requests()
+
+
+# Every kind of GitHub call a run makes up to its pull request, REST and git.
+GITHUB_CALLS = [
+    ("POST", "/app/installations/*/access_tokens"), ("POST", "/repos/*/issues/*/reactions"),
+    ("POST", "/repos/*/issues/*/comments"), ("PATCH", "/repos/*/issues/comments/*"),
+    ("GET", "/repos/*/git/ref/*"),
+    ("GET", "/*/*.git/info/refs"), ("POST", "/*/*.git/git-upload-pack"),
+    ("POST", "/*/*.git/git-receive-pack"), ("POST", "/repos/*/pulls"),
+    ("PATCH", "/repos/*/pulls/*"), ("POST", "/repos/*/check-runs"),
+]
+
+
+@pytest.mark.parametrize("kind", ["status", "drop"])
+def test_github_failing_each_kind_of_call_once_still_makes_one_comment_commit_and_pr(
+    tmp_path: Path, kind: str
+) -> None:
+    # A 502, or a connection closed without an answer, on the first call of every kind.
+    with Stack(tmp_path, script=one_step_script()) as stack:
+        for method, path in GITHUB_CALLS:
+            stack.state.add_fault(kind, method=method, path=path, status=502)
+        number = stack.label_issue("Add sub", "")
+        run = stack.wait_for(lambda: run_in(stack, "verifying", "needs_human", "failed"), 120,
+                             "the run to open its pull request")
+        assert run["status"] == "verifying", run.get("stop_reason")
+        assert not stack.state.faults, "every fault was hit (and is used up)"
+        commits = branch_commits(stack, run["branch"])
+        assert len(commits) == 1 and "Conductor-Step: add" in commits[0]
+        assert len(pull_requests(stack)) == 1
+        bot = stack.state.app.bot_login
+        assert len([c for c in stack.comments(number) if c.user == bot]) == 1
