@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 from app import tracking, verify
 from app.budget import Budget
@@ -62,6 +62,11 @@ async def retry(svc: Services, run: Run, author: str, instructions: str,
         await answer("confused", f"@{author} run `{run.id}` finished ({run.stop_reason}). "
                      "Label the issue again to start a new run.")
         return "retry refused: the run is done"
+    pull = await _closed_pull(svc, run)
+    if pull is not None and pull.merged:
+        await answer("confused", f"@{author} pull request #{run.pr_number} is merged, so run "
+                     f"`{run.id}` is over. Label the issue again to start a new run.")
+        return "retry refused: the pull request is merged"
     # A branch someone deleted goes back where the run left it: asking to retry says so.
     restored = await restore_branch(svc, run)
     if restored is False:
@@ -89,14 +94,25 @@ async def retry(svc: Services, run: Run, author: str, instructions: str,
     now = time.time()
     number = len(run.retries) + 1
 
+    if pull is not None:
+        # Trying again happens on the pull request: open it again (its branch is back).
+        owner, name = run.repo.split("/", 1)
+        async with svc.github.installation(run.installation_id) as gh:
+            await gh.rest.pulls.async_update(owner, name, pull.number, state="open")
+
     def change(fresh: Run) -> None:
         fresh.retries.append({"by": author, "at": now, "instructions": instructions[:4000]})
         fresh.ci_fixes = 0
         fresh.stop_reason = None
         fresh.status = _STATUS[point]
+        if pull is not None:
+            fresh.outcome = None  # it is recorded again when the pull request closes
 
     updated = await svc.store.update(run.id, change)
     assert updated is not None
+    if pull is not None:
+        await svc.store.log(run.id, "retry", f"pull request #{pull.number} reopened for the "
+                            f"retry by @{author}")
     await Budget(svc.redis, run.id, Limits()).renew()
     if point == "steps":
         for record in steps.values():
@@ -126,6 +142,16 @@ async def retry(svc: Services, run: Run, author: str, instructions: str,
     await tracking.refresh(svc, updated)
     await answer("rocket")
     return f"retry {number} by {author}: {point}"
+
+
+async def _closed_pull(svc: Services, run: Run) -> Any:
+    """The run's pull request when it is closed (merged or not), else None."""
+    if run.pr_number is None:
+        return None
+    owner, name = run.repo.split("/", 1)
+    async with svc.github.installation(run.installation_id) as gh:
+        pull = (await gh.rest.pulls.async_get(owner, name, run.pr_number)).parsed_data
+    return pull if pull.state == "closed" else None
 
 
 async def _clear_needs_human(svc: Services, run: Run) -> None:

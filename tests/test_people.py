@@ -171,6 +171,57 @@ async def test_deleting_the_branch_closes_the_pr_which_ends_the_run(
     assert await svc.store.active_run_id(REPO, run.issue_number) is None
 
 
+async def test_retry_after_the_branch_was_deleted_restores_it_and_reopens_the_pr(
+    env: Env, svc: Services, verifying: Run
+) -> None:
+    from app.retrying import retry
+
+    run = verifying
+    env.state.as_user("alice").delete_branch(REPO, run.branch)
+    await deliver(env, svc, "pull_request", last_event(env, "pull_request", "closed"))
+    said: list[str] = []
+
+    async def answer(emoji: str, reply: str | None = None) -> None:
+        said.append(emoji)
+
+    outcome = await retry(svc, await fresh(svc, run), "alice", "", answer)
+
+    assert outcome.startswith("retry 1 by alice: ") and said == ["rocket"]
+    assert env.state.git(env.repo).ref_sha(f"refs/heads/{run.branch}") == run.head_sha
+    assert not pull(env, run.pr_number or 0).merged
+    issue = next(i for i in env.state.issues.values()
+                 if i.repo_id == env.repo.id and i.number == run.pr_number)
+    assert issue.state == "open"
+    again = await fresh(svc, run)
+    assert again.status.active and again.outcome is None
+    notes = [e["message"] for e in await svc.store.timeline(run.id)]
+    assert f"pull request #{run.pr_number} reopened for the retry by @alice" in notes
+
+
+async def test_retry_after_the_pr_was_merged_is_refused_and_restores_nothing(
+    env: Env, svc: Services, verifying: Run
+) -> None:
+    from app.retrying import retry
+
+    run = verifying
+    alice = env.state.as_user("alice")
+    alice.mark_ready(REPO, run.pr_number or 0)
+    alice.merge_pull(REPO, run.pr_number or 0)
+    await deliver(env, svc, "pull_request", last_event(env, "pull_request", "closed"))
+    alice.delete_branch(REPO, run.branch)  # "automatically delete head branches"
+    said: list[tuple[str, str | None]] = []
+
+    async def answer(emoji: str, reply: str | None = None) -> None:
+        said.append((emoji, reply))
+
+    outcome = await retry(svc, await fresh(svc, run), "alice", "", answer)
+
+    assert outcome == "retry refused: the pull request is merged"
+    assert said[0][0] == "confused" and "is merged" in (said[0][1] or "")
+    assert env.state.git(env.repo).ref_sha(f"refs/heads/{run.branch}") is None
+    assert (await fresh(svc, run)).status is RunStatus.CANCELLED
+
+
 async def test_a_branch_deleted_before_the_pr_opens_stops_the_run_without_a_pr(
     env: Env, svc: Services
 ) -> None:
