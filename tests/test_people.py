@@ -58,6 +58,20 @@ async def verifying(env: Env, svc: Services) -> Run:
     return await svc.store.get(run.id) or run
 
 
+class Answers:
+    """Stands in for a command's `answer`: what the bot reacted and replied."""
+
+    def __init__(self) -> None:
+        self.said: list[tuple[str, str | None]] = []
+
+    @property
+    def emojis(self) -> list[str]:
+        return [emoji for emoji, _ in self.said]
+
+    async def __call__(self, emoji: str, reply: str | None = None) -> None:
+        self.said.append((emoji, reply))
+
+
 async def deliver(env: Env, svc: Services, name: str, payload: dict[str, Any]) -> str:
     decision = route(name, payload, identity(env))
     if decision.kind is None:
@@ -158,9 +172,11 @@ async def test_closing_or_merging_the_pr_before_ci_finishes_ends_the_run(
     assert await svc.store.active_run_id(REPO, run.issue_number) is None
 
 
-async def test_deleting_the_branch_closes_the_pr_which_ends_the_run(
+async def test_deleting_the_branch_ends_the_run_and_retry_restores_it_and_reopens_the_pr(
     env: Env, svc: Services, verifying: Run
 ) -> None:
+    from app.retrying import retry
+
     run = verifying
     env.state.as_user("alice").delete_branch(REPO, run.branch)
     await deliver(env, svc, "pull_request", last_event(env, "pull_request", "closed"))
@@ -170,23 +186,10 @@ async def test_deleting_the_branch_closes_the_pr_which_ends_the_run(
     assert ended.outcome is not None and ended.outcome["merged"] is False
     assert await svc.store.active_run_id(REPO, run.issue_number) is None
 
+    answer = Answers()
+    outcome = await retry(svc, ended, "alice", "", answer)
 
-async def test_retry_after_the_branch_was_deleted_restores_it_and_reopens_the_pr(
-    env: Env, svc: Services, verifying: Run
-) -> None:
-    from app.retrying import retry
-
-    run = verifying
-    env.state.as_user("alice").delete_branch(REPO, run.branch)
-    await deliver(env, svc, "pull_request", last_event(env, "pull_request", "closed"))
-    said: list[str] = []
-
-    async def answer(emoji: str, reply: str | None = None) -> None:
-        said.append(emoji)
-
-    outcome = await retry(svc, await fresh(svc, run), "alice", "", answer)
-
-    assert outcome.startswith("retry 1 by alice: ") and said == ["rocket"]
+    assert outcome.startswith("retry 1 by alice: ") and answer.emojis == ["rocket"]
     assert env.state.git(env.repo).ref_sha(f"refs/heads/{run.branch}") == run.head_sha
     assert not pull(env, run.pr_number or 0).merged
     issue = next(i for i in env.state.issues.values()
@@ -209,15 +212,12 @@ async def test_retry_after_the_pr_was_merged_is_refused_and_restores_nothing(
     alice.merge_pull(REPO, run.pr_number or 0)
     await deliver(env, svc, "pull_request", last_event(env, "pull_request", "closed"))
     alice.delete_branch(REPO, run.branch)  # "automatically delete head branches"
-    said: list[tuple[str, str | None]] = []
-
-    async def answer(emoji: str, reply: str | None = None) -> None:
-        said.append((emoji, reply))
-
+    answer = Answers()
     outcome = await retry(svc, await fresh(svc, run), "alice", "", answer)
 
     assert outcome == "retry refused: the pull request is merged"
-    assert said[0][0] == "confused" and "is merged" in (said[0][1] or "")
+    [(emoji, reply)] = answer.said
+    assert emoji == "confused" and "is merged" in (reply or "")
     assert env.state.git(env.repo).ref_sha(f"refs/heads/{run.branch}") is None
     assert (await fresh(svc, run)).status is RunStatus.CANCELLED
 
@@ -260,16 +260,12 @@ async def test_a_retry_whose_deleted_branch_github_cannot_restore_says_so(
     await stop_run(svc, run, RunStatus.CANCELLED, "the branch was deleted")
     # The run pushed a commit that GitHub has since lost along with the branch.
     await svc.store.set_fields(run.id, head_sha="f" * 40, plan=PLAN_A)
-    said: list[tuple[str, str | None]] = []
-
-    async def answer(emoji: str, reply: str | None = None) -> None:
-        said.append((emoji, reply))
-
+    answer = Answers()
     stopped_run = await fresh(svc, run)
     outcome = await retry(svc, stopped_run, "alice", "", answer)
 
     assert outcome == "retry refused: the branch and its commits are gone"
-    [(emoji, reply)] = said
+    [(emoji, reply)] = answer.said
     assert emoji == "confused" and reply is not None
     assert "GitHub no longer has its commit `fffffff`" in reply
     assert "Label the issue again" in reply
