@@ -90,3 +90,28 @@ async def test_queued_jobs_survive_an_embedded_redis_restart(
         events = [json.loads(e) for e in await pool.lrange("conductor:events", 0, -1)]
         await pool.aclose()
     assert [e["delivery"] for e in events] == ["survives"]
+
+
+def test_a_full_disk_is_named_and_no_path_of_this_machine_reaches_a_person(
+    tmp_path: Path,
+) -> None:
+    import errno
+
+    from app.git import GitError
+    from workers.main import DISK_FULL, _describe
+
+    clone = tmp_path / "data" / "workspaces" / "acme__widgets" / "clone.partial"
+    # What git printed when CONDUCTOR_DATA_DIR's filesystem filled up during a clone.
+    full = GitError(("clone", "--no-checkout", "--", "https://github.com/acme/widgets.git",
+                     str(clone)), 128,
+                    f"Cloning into '{clone}'...\nerror: copy-fd: write returned: No space left "
+                    "on device\nfatal: cannot copy '/usr/share/git-core/templates/hooks/"
+                    "pre-push.sample'\n")
+    assert _describe(full, tmp_path / "data") == DISK_FULL
+    assert _describe(OSError(errno.ENOSPC, "No space left on device")) == DISK_FULL
+    assert "CONDUCTOR_DATA_DIR" in DISK_FULL and "/agent retry" in DISK_FULL
+
+    other = GitError(("fetch",), 128, f"fatal: not a git repository: '{clone}'\n")
+    said = _describe(other, tmp_path / "data")
+    assert str(tmp_path) not in said
+    assert "$CONDUCTOR_DATA_DIR/workspaces/acme__widgets/clone.partial" in said

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -96,7 +98,7 @@ async def handle_event(
         raise
     except Exception as exc:
         # Failed for good: on the event log, and the person who asked is told.
-        await report_failed_event(ctx, item, _describe(exc))
+        await report_failed_event(ctx, item, _describe(exc, _data_dir(ctx)))
         raise
 
 
@@ -114,14 +116,34 @@ async def run_step(ctx: dict[str, Any], run_id: str, step_id: str, attempt: int)
         ctx["services"], run_id, step_id, attempt, f"the step's job failed: {why}"))
 
 
-def _describe(exc: BaseException) -> str:
+DISK_FULL = ("the worker's disk is full (no space left in CONDUCTOR_DATA_DIR, where the "
+             "clones and worktrees are): free space there, then `/agent retry`")
+
+
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    return isinstance(exc, GitError) and "no space left on device" in exc.output.lower()
+
+
+def _describe(exc: BaseException, data_dir: Path | None = None) -> str:
+    """What failed, for a person: no paths of this machine's disk."""
+    if _disk_full(exc):
+        return DISK_FULL
     text = describe(exc) if isinstance(exc, GitHubException) else f"{type(exc).__name__}: {exc}"
+    if data_dir is not None:
+        text = text.replace(str(data_dir.resolve()), "$CONDUCTOR_DATA_DIR")
     if isinstance(exc, ModelUnavailable) and _too_long(exc):
         assert exc.retry_after is not None
         text = (f"the Anthropic API asked to wait {_duration(exc.retry_after)} before another "
                 f"call: retry after that ({text})")
     text = redactor.scrub(text)
     return text if len(text) <= 300 else text[:299] + "…"
+
+
+def _data_dir(ctx: dict[str, Any]) -> Path | None:
+    settings = ctx.get("settings")
+    return settings.conductor_data_dir if settings is not None else None
 
 
 def _duration(seconds: float) -> str:
@@ -163,7 +185,7 @@ async def _or_else(ctx: dict[str, Any], work: Awaitable[str],
     except Retry:
         raise
     except Exception as exc:
-        await failed(_describe(exc))
+        await failed(_describe(exc, _data_dir(ctx)))
         raise
 
 
