@@ -102,6 +102,11 @@ def test_deleting_a_pull_requests_head_branch_closes_it(gh: Env) -> None:
     assert [(p["action"], p["number"], p["sender"]["login"]) for _, p in events] == [
         ("closed", pull.number, "alice")]
     assert events[0][1]["pull_request"]["merged"] is False
+    with pytest.raises(ApiError) as refused:  # the branch must be restored first
+        alice.reopen_pull("acme/widgets", pull.number)
+    assert refused.value.status == 422
+    alice.push("acme/widgets", "feature", {"sub.py": "def sub(a, b): ...\n"})
+    assert alice.reopen_pull("acme/widgets", pull.number).number == pull.number
 
 
 def test_bot_actions_are_marked_as_the_app(gh: Env) -> None:

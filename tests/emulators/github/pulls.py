@@ -157,6 +157,13 @@ class PullsMixin(IssuesMixin):
                     raise validation_failed(
                         custom_error("PullRequest", "Cannot reopen a merged pull request")
                     )
+                head_gone = self.git(repo).ref_sha(f"refs/heads/{pull.head_ref}") is None
+                if state == "open" and head_gone:
+                    # GitHub offers "Restore branch" first; the API refuses the same way.
+                    raise validation_failed(custom_error(
+                        "PullRequest",
+                        f"state cannot be changed. The {pull.head_ref} branch has been deleted.",
+                    ))
                 self._set_state(issue, state, sender)
             return pull
 
