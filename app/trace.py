@@ -109,12 +109,12 @@ def render_recent(rows: list[tuple[Run, UsageTotal]]) -> str:
     out = [f"{'run':<34} {'issue':<28} {'status':<18} {'cost':>9}  created"]
     for run, total in rows:
         issue = f"{run.repo}#{run.issue_number}"
-        out.append(visible(f"{run.id:<34} {issue:<28} {run.status.value:<18} "
-                           f"{_usd(total.cost_usd):>9}  {_when(run.created_at)}"))
+        out.append(f"{run.id:<34} {issue:<28} {run.status.value:<18} "
+                   f"{_usd(total.cost_usd):>9}  {_when(run.created_at)}")
     out.append("")
     out.append("`conductor trace RUN` (or OWNER/REPO#ISSUE) shows one run; `--json` prints "
                "all of it.")
-    return "\n".join(out)
+    return visible("\n".join(out))
 
 
 def render(trace: Trace) -> str:
@@ -156,8 +156,8 @@ def render(trace: Trace) -> str:
         took = (duration(record.finished_at - record.started_at)
                 if record.started_at and record.finished_at else "")
         commit = record.commit[:7] if record.commit else ""
-        out.append(visible(f"  {step_id:<12} {spec.get('role', '?'):<14} {record.state:<9} "
-                           f"{commit:<8} {took}").rstrip())
+        out.append(f"  {step_id:<12} {spec.get('role', '?'):<14} {record.state:<9} "
+                   f"{commit:<8} {took}".rstrip())
         if spec.get("title"):
             out += _indent("title", spec["title"])
         if record.files_changed:
@@ -184,15 +184,15 @@ def render(trace: Trace) -> str:
                     f"from {_clock(attempt.get('started_at'))}")
             if attempt.get("fix"):
                 line += f" (fix {attempt['fix']})"
-            out.append(visible(line))
+            out.append(line)
             if attempt.get("detail"):
                 out += _indent("detail", attempt["detail"], 4)
 
     out += ["", f"timeline ({len(trace.timeline)} events)"]
     for event in trace.timeline:
         step = f" [{event['step']}]" if event.get("step") else ""
-        out += [visible(f"  {_clock(event.get('at'))} {event.get('kind', ''):<9}{step} "
-                        f"{event.get('message', '')}")]
+        out.append(f"  {_clock(event.get('at'))} {event.get('kind', ''):<9}{step} "
+                   f"{event.get('message', '')}")
 
     out += ["", f"model calls ({len(trace.calls)})"]
     for number, call in enumerate(trace.calls, 1):
@@ -208,7 +208,8 @@ def render(trace: Trace) -> str:
             line += f"  {call.retries} retries"
         if call.request_id:
             line += f"  {call.request_id}"
-        out.append(visible(line))
+        out.append(line)
         if call.error:
             out += _indent("error", call.error)
-    return "\n".join(out)
+    # Every line escaped, the run's own fields too (an issue title is anyone's text).
+    return visible("\n".join(out))

@@ -157,8 +157,8 @@ class PullsMixin(IssuesMixin):
                     raise validation_failed(
                         custom_error("PullRequest", "Cannot reopen a merged pull request")
                     )
-                head_gone = self.git(repo).ref_sha(f"refs/heads/{pull.head_ref}") is None
-                if state == "open" and head_gone:
+                if state == "open" and self.git(repo).ref_sha(
+                        f"refs/heads/{pull.head_ref}") is None:
                     # GitHub offers "Restore branch" first; the API refuses the same way.
                     raise validation_failed(custom_error(
                         "PullRequest",
@@ -318,20 +318,16 @@ class PullsMixin(IssuesMixin):
         if not ref.startswith("refs/heads/"):
             return
         branch = ref.removeprefix("refs/heads/")
-        if after == ZERO_SHA:
-            # Deleting a pull request's head branch closes it, unmerged, as its deleter.
-            for pull in list(self.pulls.values()):
-                issue = self.find_issue(repo, pull.number)
-                if (pull.repo_id == repo.id and pull.head_ref == branch and issue is not None
-                        and issue.state == "open"):
-                    self._set_state(issue, "closed", pusher)
-            return
         git = self.git(repo)
         for pull in list(self.pulls.values()):
             issue = self.find_issue(repo, pull.number)
             if pull.repo_id != repo.id or issue is None or issue.state != "open":
                 continue
-            if pull.head_ref == branch and pull.head_sha != after:
+            if after == ZERO_SHA:
+                if pull.head_ref == branch:
+                    # Deleting a pull request's head branch closes it, unmerged.
+                    self._set_state(issue, "closed", pusher)
+            elif pull.head_ref == branch and pull.head_sha != after:
                 previous = pull.head_sha
                 pull.head_sha = after
                 self._touch(issue)
