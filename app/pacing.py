@@ -9,6 +9,8 @@ slot in one Redis sorted set first (`GITHUB_WRITES_KEY`), scored by Redis's own 
 
 - a slot free in every window: the write goes out at once (the common case: a run makes a few
   writes a minute);
+- GitHub's advice of a second between one client's writes is one more window (one write in
+  any second), so a burst (a plan's comment, labels, a check run) is spread out in place;
 - none free for a few seconds: the write waits in place, then tries again;
 - none free for longer: `RateLimited` with the wait, so that the job is deferred and its worker
   slot freed, as for GitHub's own rate limits (`workers.main._backoff`).
@@ -87,13 +89,17 @@ class WriteBudget:
         return int(wait_ms) / 1000
 
     def describe(self) -> str:
-        return " and ".join(f"{limit} {_per(window)}" for limit, window in self.windows)
+        """The limits in words: "80 a minute, 500 an hour and one every 1 s"."""
+        parts = [_limit(limit, window) for limit, window in self.windows]
+        return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def _per(window: timedelta) -> str:
+def _limit(limit: int, window: timedelta) -> str:
     seconds = window.total_seconds()
     if seconds == 3600:
-        return "an hour"
+        return f"{limit} an hour"
     if seconds == 60:
-        return "a minute"
-    return f"per {seconds:g} s"
+        return f"{limit} a minute"
+    if limit == 1:
+        return f"one every {seconds:g} s"
+    return f"{limit} per {seconds:g} s"

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # content creation. 0 lifts one (GitHub Enterprise Server has rate limits off by default).
     conductor_github_writes_per_minute: int = Field(default=80, ge=0)
     conductor_github_writes_per_hour: int = Field(default=500, ge=0)
+    # GitHub's advice for many writes by one client: at least a second between them. Kept per
+    # installation like the limits above; 0 turns it off.
+    conductor_github_write_interval: float = Field(default=1.0, ge=0, le=10)
 
     host: str = "127.0.0.1"
     port: int = Field(default=3000, ge=1, le=65535)
@@ -132,8 +135,11 @@ class Settings(BaseSettings):
     @property
     def github_write_limits(self) -> list[tuple[int, timedelta]]:
         """Each installation's limits on GitHub writes: (at most so many, in any such window)."""
-        return [(self.conductor_github_writes_per_minute, timedelta(minutes=1)),
-                (self.conductor_github_writes_per_hour, timedelta(hours=1))]
+        limits = [(self.conductor_github_writes_per_minute, timedelta(minutes=1)),
+                  (self.conductor_github_writes_per_hour, timedelta(hours=1))]
+        if self.conductor_github_write_interval > 0:
+            limits.append((1, timedelta(seconds=self.conductor_github_write_interval)))
+        return limits
 
     @property
     def has_app_credentials(self) -> bool:

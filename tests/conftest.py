@@ -65,6 +65,8 @@ def make_settings(private_key_pem: str, directory: Path, **values: Any) -> Setti
         "github_webhook_secret": WEBHOOK_SECRET,
         "conductor_data_dir": directory / "data",
         "conductor_env_file": directory / ".env",
+        # GitHub's one-second spacing of writes is tested on its own (tests/test_pacing.py).
+        "conductor_github_write_interval": 0,
     }
     base.update(values)
     return Settings(_env_file=None, **base)

@@ -94,8 +94,8 @@ async def test_the_deferral_says_why(env: Env, tmp_path: Path, redis: Any) -> No
     await comment(paced, env, number)
     with pytest.raises(RateLimited) as info:
         await comment(paced, env, number)
-    assert f"installation {env.installation.id}'s GitHub writes to 1 a minute and 500 an hour" in (
-        str(info.value))
+    limits = "1 a minute, 500 an hour and one every 1 s"
+    assert f"installation {env.installation.id}'s GitHub writes to {limits}" in str(info.value)
     assert 55 <= info.value.retry_after.total_seconds() <= 60
 
 
@@ -144,7 +144,7 @@ async def test_zero_lifts_the_limits(env: Env, tmp_path: Path, redis: Any) -> No
     env.state.content_per_minute = env.state.content_per_hour = 0
     number = open_issue(env)
     unlimited = github_app(env, tmp_path, redis, conductor_github_writes_per_minute=0,
-                           conductor_github_writes_per_hour=0)
+                           conductor_github_writes_per_hour=0, conductor_github_write_interval=0)
     assert unlimited.writes is not None and not unlimited.writes.enabled
     assert [await comment(unlimited, env, number) for _ in range(4)] == [201] * 4
 
@@ -152,6 +152,40 @@ async def test_zero_lifts_the_limits(env: Env, tmp_path: Path, redis: Any) -> No
 def test_a_negative_limit_is_refused_at_start(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="conductor_github_writes_per_minute"):
         Settings(_env_file=None, conductor_github_writes_per_minute=-1)
+    for interval in (-1, 11):
+        with pytest.raises(ValueError, match="conductor_github_write_interval"):
+            Settings(_env_file=None, conductor_github_write_interval=interval)
+
+
+async def test_writes_are_a_second_apart_across_workers_by_default(
+    env: Env, tmp_path: Path, redis: Any
+) -> None:
+    # GitHub's advice for a client making many writes: wait at least a second between them.
+    # Two workers commenting at once for one installation still reach GitHub a second apart;
+    # reads are not held back.
+    number = open_issue(env)
+    one, other = github_app(env, tmp_path, redis), github_app(env, tmp_path, redis)
+    answers = await asyncio.gather(*(comment(worker, env, number)
+                                     for worker in (one, other, one, other)))
+    assert answers == [201] * 4
+    path = f"/repos/{REPO}/issues/{number}/comments"
+    times = sorted(r.at for r in env.state.requests if r.method == "POST" and r.path == path)
+    assert all(later - earlier >= 0.99 for earlier, later in itertools.pairwise(times))
+
+    # A write now waits for its second; a read asked after it goes out before it.
+    waiting = asyncio.create_task(comment(one, env, number))
+    assert await read_issue(other, env, number) == 200
+    assert await waiting == 201
+    issue = path.removesuffix("/comments")
+    calls = [r.method for r in env.state.requests if r.path.startswith(issue)]
+    assert calls[-2:] == ["GET", "POST"]
+
+
+async def test_the_interval_is_per_installation(redis: Any) -> None:
+    budget = WriteBudget(redis, Settings(_env_file=None).github_write_limits)
+    assert await budget.reserve(1) == 0.0
+    assert 0 < await budget.reserve(1) <= 1.0
+    assert await budget.reserve(2) == 0.0
 
 
 async def test_githubs_refusal_still_defers_when_pacing_is_off(

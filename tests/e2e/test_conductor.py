@@ -6,6 +6,7 @@ Redis, git over smart HTTP. The model stand-in plays the orchestrator, workers a
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from tests.e2e.support import (
@@ -43,8 +44,9 @@ def test_three_step_plan_runs_in_parallel_and_opens_a_draft_pr(tmp_path: Path) -
                 "from widgets.sub import sub\nfrom widgets.mul import mul\n\n\n"
                 "def test_ops():\n    assert sub(5, 3) == 2 and mul(2, 3) == 6\n"),
     ]
-    with Stack(tmp_path, script=script, workers=1, worker_concurrency=4,
-               run_concurrency=2) as stack:
+    # With GitHub's advised second between writes, as a user's deployment has it by default.
+    with Stack(tmp_path, script=script, workers=1, worker_concurrency=4, run_concurrency=2,
+               env={"CONDUCTOR_GITHUB_WRITE_INTERVAL": "1"}) as stack:
         number = stack.label_issue("Add subtract and multiply", "We need sub() and mul().")
         run = stack.wait_for(lambda: run_in(stack, "verifying", "needs_human", "failed"), 90,
                              "the run to open its pull request")
@@ -84,6 +86,13 @@ def test_three_step_plan_runs_in_parallel_and_opens_a_draft_pr(tmp_path: Path) -
                    if r.subject == "issue")
         kinds = [e["kind"] for e in timeline(stack, run["id"])]
         assert kinds[0] == "trigger" and "plan" in kinds and kinds.count("push") >= 3
+
+        # The bot's API writes, from parallel steps too, reached GitHub a second apart.
+        writes_at = sorted(r.at for r in stack.state.requests
+                           if r.auth == "installation" and r.method != "GET"
+                           and ".git/" not in r.path)
+        assert len(writes_at) >= 8
+        assert all(b - a >= 0.99 for a, b in itertools.pairwise(writes_at))
 
 
 def test_a_plan_that_changes_nothing_ends_without_a_pull_request(tmp_path: Path) -> None:

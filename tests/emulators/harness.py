@@ -296,6 +296,9 @@ class Stack:
             "CONDUCTOR_JOB_TIMEOUT": str(self.options["job_timeout"]),
             "CONDUCTOR_WORKER_CONCURRENCY": str(self.options["worker_concurrency"]),
             "CONDUCTOR_RUN_CONCURRENCY": str(self.options["run_concurrency"]),
+            # A second between writes would double most runs' time here; the tests that need
+            # GitHub's spacing set it back (tests/e2e/test_conductor.py).
+            "CONDUCTOR_GITHUB_WRITE_INTERVAL": "0",
         }
         env.update(self.extra_env)
         return env
