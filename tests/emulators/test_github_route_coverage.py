@@ -16,8 +16,10 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-from githubkit import GitHub, TokenAuthStrategy
+import httpx
+from githubkit import GitHub, OAuthWebAuthStrategy, TokenAuthStrategy
 from githubkit.response import Response
 from githubkit_schemas.latest import models
 from starlette.routing import BaseRoute, Mount, Route, compile_path
@@ -140,6 +142,26 @@ def tour_apps(env: Env, client: GitHub[Any]) -> None:
 
     limits = ok(client.rest.rate_limit.get(), models.RateLimitOverview)
     assert limits.resources.core.limit == state.rate_limit
+
+
+def tour_oauth(env: Env) -> None:
+    """The OAuth web flow, then ``GET /user`` as the signed-in user. The authorize page is a
+    browser's visit (githubkit has no method for it), sent by plain HTTP; githubkit exchanges
+    the code it redirected with."""
+    state = env.state
+    app = state.set_callback_urls(["http://127.0.0.1:9/auth/callback"])
+    redirect = httpx.get(
+        env.url + "/login/oauth/authorize",
+        params={"client_id": app.client_id, "state": "tour"},
+        headers={"Authorization": f"token {state.user_token('alice')}"},
+        timeout=10,
+    )
+    assert redirect.status_code == 302, (redirect.status_code, redirect.text)
+    [code] = parse_qs(urlsplit(redirect.headers["location"]).query)["code"]
+    user = GitHub(
+        OAuthWebAuthStrategy(app.client_id, app.client_secret, code), base_url=env.url, **fast({})
+    )
+    assert ok(user.rest.users.get_authenticated(), models.PrivateUser).login == "alice"
 
 
 def tour_repos_and_git(env: Env, client: GitHub[Any], head: str) -> None:
@@ -421,6 +443,7 @@ def tour(env: Env) -> None:
     head = env.state.branch_sha("acme/widgets", "main")
     assert head is not None
     tour_apps(env, client)
+    tour_oauth(env)
     tour_repos_and_git(env, client, head)
     tour_issues(client)
     tour_checks_and_statuses(client, head)

@@ -184,6 +184,7 @@ class AccountsMixin(Store):
                 webhook_secret=random_hex(40),
                 description=manifest.get("description"),
                 external_url=str(manifest.get("url") or ""),
+                callback_urls=[str(u) for u in manifest.get("callback_urls") or []],
             )
             record.used = True
             body = app_json(self, app)

@@ -71,24 +71,38 @@ def render(state: Any, value: Any) -> Any:
     return {} if value is None else value
 
 
+def app_settings(state: Any) -> dict[str, Any]:
+    app = state.app
+    return {
+        "id": app.id,
+        "slug": app.slug,
+        "name": app.name,
+        "node_id": app.node_id,
+        "client_id": app.client_id,
+        "client_secret": app.client_secret,
+        "webhook_secret": app.webhook_secret,
+        "bot_login": app.bot_login,
+        "callback_urls": list(app.callback_urls),
+        "pem": state.private_key(),
+        "private_key_path": state.private_key_path(),
+    }
+
+
 @endpoint
 async def get_app(request: Request) -> Response:
+    return json_response(app_settings(state_of(request)))
+
+
+@endpoint
+async def update_app(request: Request) -> Response:
+    """Edit the App's registration; only its callback URLs (the OAuth web flow's redirects)."""
     state = state_of(request)
-    app = state.app
-    return json_response(
-        {
-            "id": app.id,
-            "slug": app.slug,
-            "name": app.name,
-            "node_id": app.node_id,
-            "client_id": app.client_id,
-            "client_secret": app.client_secret,
-            "webhook_secret": app.webhook_secret,
-            "bot_login": app.bot_login,
-            "pem": state.private_key(),
-            "private_key_path": state.private_key_path(),
-        }
-    )
+    body = await read_json(request)
+    urls = body["callback_urls"]
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        raise TypeError("callback_urls must be a list of URLs")
+    state.set_callback_urls(urls)
+    return json_response(app_settings(state))
 
 
 @endpoint
@@ -332,6 +346,7 @@ async def set_job_log(request: Request) -> Response:
 A = "/_admin"
 ROUTES = [
     Route(f"{A}/app", get_app, methods=["GET"]),
+    Route(f"{A}/app", update_app, methods=["PATCH"]),
     Route(f"{A}/repos", create_repo, methods=["POST"]),
     Route(
         f"{A}/repos/{{owner}}/{{repo}}/collaborators/{{login}}", set_collaborator, methods=["PUT"]

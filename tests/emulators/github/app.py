@@ -20,8 +20,10 @@ from . import (
     routes_checks,
     routes_git,
     routes_issues,
+    routes_oauth,
     routes_pulls,
     routes_repos,
+    routes_users,
 )
 from .errors import ApiError
 from .faults import FaultMiddleware
@@ -52,6 +54,8 @@ def create_app(state: GitHubState) -> Starlette:
         *delivery.ROUTES,
         *ci.ROUTES,
         *routes_apps.ROUTES,
+        *routes_oauth.ROUTES,
+        *routes_users.ROUTES,
         *graphql.ROUTES,
         *routes_checks.ROUTES,  # before /commits/{ref:path}
         *routes_repos.ROUTES,

@@ -56,6 +56,7 @@ class AuthMixin(Store):
         with_key: bool = True,
         description: str | None = None,
         external_url: str = "",
+        callback_urls: list[str] | None = None,
     ) -> AppRecord:
         app_id = app_id or self.new_id()
         pem_path = None
@@ -78,6 +79,7 @@ class AuthMixin(Store):
             pem_path=pem_path,
             description=description,
             external_url=external_url or self.api(f"/{owner}"),
+            callback_urls=list(callback_urls or []),
         )
         self.apps[app_id] = record
         self.ensure_account(record.bot_login, "Bot", account_id=record.bot_id)

@@ -43,12 +43,14 @@ def bad_credentials() -> ApiError:
     return ApiError(401, "Bad credentials")
 
 
-def requires_authentication() -> ApiError:
-    return ApiError(401, "Requires authentication")
+def requires_authentication(documentation_url: str = DOCS) -> ApiError:
+    return ApiError(401, "Requires authentication", documentation_url=documentation_url)
 
 
-def not_accessible_by_integration() -> ApiError:
-    return ApiError(403, "Resource not accessible by integration")
+def not_accessible_by_integration(documentation_url: str = DOCS) -> ApiError:
+    return ApiError(
+        403, "Resource not accessible by integration", documentation_url=documentation_url
+    )
 
 
 def not_accessible_by_token() -> ApiError:

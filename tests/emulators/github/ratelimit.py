@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 WINDOW = 3600.0
 ANONYMOUS_LIMIT = 60
 UNCOUNTED = ("/rate_limit",)
+# github.com's own pages (the OAuth web flow), not api.github.com: no API rate limit there.
+WEB_PREFIXES = ("/login/",)
 # GitHub's secondary limits on content-creating requests. It does not list which requests
 # count; here every API write does (git pushes do not).
 WRITE_METHODS = frozenset(("POST", "PUT", "PATCH", "DELETE"))
@@ -115,7 +117,8 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        is_git = ".git/" in path
+        # Git and the web pages are github.com, not the API: not counted, no API headers.
+        off_api = ".git/" in path or path.startswith(WEB_PREFIXES)
         resource = "graphql" if path == "/graphql" else "core"
         client = (scope.get("client") or ("local", 0))[0]
         key, authenticated = caller_key(headers.get("authorization"), client)
@@ -124,7 +127,7 @@ class RateLimitMiddleware:
         limiter = self.state.rate_limiter
         window = (
             limiter.peek(key, resource, now)
-            if is_git or path in UNCOUNTED
+            if off_api or path in UNCOUNTED
             else limiter.hit(key, resource, now)
         )
         status = {"code": 0}
@@ -140,7 +143,7 @@ class RateLimitMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                if not is_git:
+                if not off_api:
                     present = {k.lower() for k, _ in message.get("headers", [])}
                     extra = [(k, v) for k, v in rate_headers if k not in present]
                     extra.append((b"x-github-api-version-selected", version.encode()))
@@ -149,9 +152,9 @@ class RateLimitMiddleware:
             await send(message)
 
         try:
-            if not is_git and path not in UNCOUNTED and window.used > limit:
+            if not off_api and path not in UNCOUNTED and window.used > limit:
                 await self._refuse(send_with_headers, limit, window)
-            elif (not is_git and scope["method"] in WRITE_METHODS and authenticated
+            elif (not off_api and scope["method"] in WRITE_METHODS and authenticated
                   and not key.startswith("app:")  # an App's own calls (tokens) create nothing
                   and (wait := self.state.content_limiter.admit(
                       self._installation_key(headers.get("authorization"), key),

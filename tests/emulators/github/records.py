@@ -34,6 +34,9 @@ class AppRecord:
     pem_path: str | None = None  # relative to the work dir; None for apps without a key
     description: str | None = None
     external_url: str = ""
+    # "Callback URL"s of the App's registration (the manifest's ``callback_urls``): where the
+    # OAuth web flow may send a signed-in user back with a code; the first is the default.
+    callback_urls: list[str] = field(default_factory=list)
 
     @property
     def bot_login(self) -> str:
@@ -75,6 +78,7 @@ class Token:
     installation_id: int | None = None
     user: str | None = None
     repository_ids: list[int] | None = None  # down-scoped repositories; None = all it can see
+    app_id: int | None = None  # the App a user access token (``ghu_``) was issued through
 
 
 @dataclass
@@ -315,6 +319,19 @@ class ManifestCode:
     code: str
     manifest: dict[str, Any]
     owner: str
+    used: bool = False
+
+
+@dataclass
+class OAuthCode:
+    """A code the OAuth web flow put on a redirect: single use, short-lived, and good only
+    for the App, user and redirect URI it was issued for."""
+
+    code: str
+    client_id: str
+    user: str
+    redirect_uri: str
+    expires_at: float
     used: bool = False
 
 

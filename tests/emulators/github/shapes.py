@@ -51,6 +51,42 @@ def user_json(store: Store, login: str | None) -> dict[str, Any] | None:
     }
 
 
+def private_user_json(store: Store, login: str) -> dict[str, Any]:
+    """``GET /user``: the user as GitHub shows them to themselves (``PrivateUser``): the
+    public fields, the profile, and counts of their own repositories; nothing social."""
+    base = user_json(store, login)
+    account = store.find_account(login)
+    assert base is not None and account is not None
+    owned = [r for r in store.repos.values() if r.owner.lower() == account.login.lower()]
+    private = sum(1 for r in owned if r.private)
+    return {
+        **base,
+        "user_view_type": "private",
+        "name": account.name,
+        "company": None,
+        "blog": "",
+        "location": None,
+        "email": account.email,
+        "notification_email": account.email,
+        "hireable": None,
+        "bio": None,
+        "twitter_username": None,
+        "public_repos": len(owned) - private,
+        "public_gists": 0,
+        "followers": 0,
+        "following": 0,
+        "created_at": iso(account.created_at),
+        "updated_at": iso(account.created_at),
+        "private_gists": 0,
+        "total_private_repos": private,
+        "owned_private_repos": private,
+        "disk_usage": 0,
+        "collaborators": 0,
+        "two_factor_authentication": False,
+        "plan": {"name": "free", "space": 976562499, "collaborators": 0, "private_repos": 10000},
+    }
+
+
 def app_json(store: Store, app: AppRecord) -> dict[str, Any]:
     return {
         "id": app.id,

@@ -10,6 +10,7 @@ from .auth import AuthMixin
 from .checks import GITHUB_ACTIONS_APP_ID, GITHUB_ACTIONS_BOT_ID
 from .faults import FaultsMixin
 from .ids import random_hex
+from .oauth import OAuthMixin
 from .ratelimit import ContentLimiter, RateLimiter
 from .records import AppRecord
 
@@ -34,7 +35,7 @@ GITHUB_ACTIONS_PERMISSIONS = {
 }
 
 
-class GitHubState(AccountsMixin, FaultsMixin, ActionsMixin, AuthMixin):
+class GitHubState(OAuthMixin, AccountsMixin, FaultsMixin, ActionsMixin, AuthMixin):
     """The emulated GitHub: one App (``app``), the ``github-actions`` App, accounts,
     repositories (bare git repos under ``workdir/git``), issues, pull requests, checks,
     statuses, workflow runs, faults; saved to ``workdir/state.json`` after every change and
@@ -55,6 +56,7 @@ class GitHubState(AccountsMixin, FaultsMixin, ActionsMixin, AuthMixin):
         app_permissions: dict[str, str] | None = None,
         app_events: list[str] | None = None,
         webhook_secret: str | None = None,
+        app_callback_urls: list[str] | None = None,
         token_ttl: float = 3600.0,
         persist: bool = True,
     ) -> None:
@@ -87,6 +89,7 @@ class GitHubState(AccountsMixin, FaultsMixin, ActionsMixin, AuthMixin):
                     permissions=dict(app_permissions or DEFAULT_APP_PERMISSIONS),
                     events=list(app_events or DEFAULT_EVENTS),
                     webhook_secret=webhook_secret or random_hex(32),
+                    callback_urls=app_callback_urls,
                 )
                 self.app_id = app.id
 

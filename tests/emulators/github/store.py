@@ -37,6 +37,7 @@ from .records import (
     Job,
     Label,
     ManifestCode,
+    OAuthCode,
     PullRequest,
     Reaction,
     RecordedRequest,
@@ -72,6 +73,7 @@ COLLECTIONS: dict[str, tuple[type, str]] = {
     "jobs": (Job, "id"),
     "faults": (Fault, "id"),
     "manifest_codes": (ManifestCode, "code"),
+    "oauth_codes": (OAuthCode, "code"),
 }
 
 # Each emulator state in this process takes the next id base (see `Store.__init__`).
@@ -114,6 +116,7 @@ class Store:
         self.jobs: dict[int, Job] = {}
         self.faults: dict[int, Fault] = {}
         self.manifest_codes: dict[str, ManifestCode] = {}
+        self.oauth_codes: dict[str, OAuthCode] = {}
 
         # Not persisted: observers and logs of this process.
         self.subscribers: list[EventSubscriber] = []
