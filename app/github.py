@@ -309,3 +309,47 @@ def items(response: Any) -> list[Any]:
     classes that also define a method named `list`, which mypy cannot resolve."""
     data = response.parsed_data
     return list(data)
+
+
+# --- signing a person in (the dashboard) ----------------------------------------------------
+
+
+class SignInFailed(Exception):
+    """GitHub would not say who signed in; the message is for that person."""
+
+
+async def signed_in_login(http: httpx.AsyncClient, settings: Settings, code: str,
+                          redirect_uri: str) -> str:
+    """Who authorized the App: the code from GitHub's OAuth web flow exchanged for a user
+    token (`POST {GITHUB_URL}/login/oauth/access_token`), then `GET /user` with it. The
+    token is used for that one call and not kept."""
+    if settings.github_client_id is None or settings.github_client_secret is None:
+        raise SignInFailed("GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET are not set")
+    web = str(settings.github_url).rstrip("/")
+    try:
+        answer = await http.post(f"{web}/login/oauth/access_token", headers={
+            "Accept": "application/json", "User-Agent": USER_AGENT}, data={
+            "client_id": settings.github_client_id,
+            "client_secret": settings.github_client_secret.get_secret_value(),
+            "code": code, "redirect_uri": redirect_uri})
+        body = answer.json() if answer.status_code == 200 else None
+    except (httpx.HTTPError, ValueError) as exc:
+        raise SignInFailed(f"GitHub could not be reached at {web} ({type(exc).__name__})") from None
+    if not isinstance(body, dict):
+        raise SignInFailed(f"GitHub answered {answer.status_code} to the sign-in")
+    token = body.get("access_token")
+    if not isinstance(token, str) or not token:
+        # GitHub answers 200 with `error` and `error_description` (bad_verification_code...).
+        said = body.get("error_description") or body.get("error") or "no access token"
+        raise SignInFailed(f"GitHub refused the sign-in: {said}")
+    api = str(settings.github_api_url).rstrip("/")
+    try:
+        user = await http.get(f"{api}/user", headers={
+            "Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": "2022-11-28", "User-Agent": USER_AGENT})
+        login = user.json().get("login") if user.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        raise SignInFailed(f"GitHub could not be reached at {api} ({type(exc).__name__})") from None
+    if not isinstance(login, str) or not login:
+        raise SignInFailed(f"GitHub answered {user.status_code} when asked who signed in")
+    return login

@@ -63,6 +63,7 @@ from app.settings import Settings
 log = get_logger(__name__)
 
 CALLBACK_PATH = "/setup/callback"
+DASHBOARD_CALLBACK_PATH = "/dashboard/callback"  # app.dashboard.CALLBACK_PATH
 CREDENTIALS_PATH = "/setup/credentials"
 COOKIE_NAME = "conductor_setup"
 # GitHub's manifest code is valid for an hour; a state outliving it would be of no use.
@@ -172,7 +173,8 @@ def build_manifest(template: Mapping[str, Any], public_url: str) -> dict[str, An
         "url": public_url + WEBHOOK_PATH,
     }
     manifest["redirect_url"] = public_url + CALLBACK_PATH
-    manifest["callback_urls"] = [public_url + CALLBACK_PATH]
+    # Where GitHub sends someone signing in to the dashboard (the OAuth web flow).
+    manifest["callback_urls"] = [public_url + DASHBOARD_CALLBACK_PATH]
     if manifest.get("setup_url"):
         manifest["setup_url"] = public_url + urlsplit(manifest["setup_url"]).path
     return manifest

@@ -37,7 +37,7 @@ class Trace:
     def to_dict(self) -> dict[str, Any]:
         return {
             "run": asdict(self.run),
-            "steps": [asdict(self.steps[i]) for i in _step_order(self.run, self.steps)],
+            "steps": [asdict(self.steps[i]) for i in step_order(self.run, self.steps)],
             "timeline": self.timeline,
             "usage": asdict(self.usage),
             "model_calls": [asdict(c) for c in self.calls],
@@ -92,7 +92,7 @@ def _tokens(total: UsageTotal) -> str:
             f"cache read {total.cache_read_input_tokens:,})")
 
 
-def _step_order(run: Run, steps: dict[str, StepRecord]) -> list[str]:
+def step_order(run: Run, steps: dict[str, StepRecord]) -> list[str]:
     planned = [s["id"] for s in (run.plan or {}).get("steps", []) if s.get("id") in steps]
     return planned + sorted(set(steps) - set(planned))
 
@@ -151,7 +151,7 @@ def render(trace: Trace) -> str:
     if plan.get("summary"):
         out += _indent("summary", plan["summary"], 2)
     specs = {s.get("id"): s for s in plan.get("steps", [])}
-    for step_id in _step_order(run, trace.steps):
+    for step_id in step_order(run, trace.steps):
         record, spec = trace.steps[step_id], specs.get(step_id, {})
         took = (duration(record.finished_at - record.started_at)
                 if record.started_at and record.finished_at else "")

@@ -1,4 +1,4 @@
-"""The web process: the webhook endpoint and health check, or the setup pages.
+"""The web process: the webhook endpoint, health check and dashboard, or the setup pages.
 
 Shared resources open in the lifespan and reach handlers through `request.state`; nothing is
 opened at import time.
@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 from arq.connections import ArqRedis, create_pool
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
@@ -18,7 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
 
+from app import dashboard
 from app.constants import QUEUE_NAME, WEBHOOK_PATH
+from app.github import GitHubApp
 from app.logs import get_logger
 from app.redis import arq_settings
 from app.routing import Identity
@@ -42,7 +45,8 @@ async def healthz(request: Request) -> JSONResponse:
 
 async def index(request: Request) -> RedirectResponse | JSONResponse:
     return JSONResponse(
-        {"app": "conductor", "webhook": WEBHOOK_PATH, "health": "/healthz"}
+        {"app": "conductor", "webhook": WEBHOOK_PATH, "health": "/healthz",
+         "dashboard": dashboard.PREFIX}
     )
 
 
@@ -63,14 +67,21 @@ def create_app(settings: Settings, *, redis_url: str | None = None) -> Starlette
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         redis = await create_pool(arq_settings(url), default_queue_name=QUEUE_NAME)
+        # The dashboard's GitHub calls: who signed in, and what they may read. Only reads,
+        # so the web process needs no write pacing.
+        http = httpx.AsyncClient(timeout=10.0)
         try:
             yield {
                 "settings": settings,
                 "redis": redis,
                 "identity": identity,
                 "webhook_secret": secret,
+                "dashboard": dashboard.Dashboard(
+                    settings=settings, redis=redis, http=http,
+                    github=GitHubApp(settings) if settings.has_app_credentials else None),
             }
         finally:
+            await http.aclose()
             await redis.aclose()
 
     return Starlette(
@@ -78,6 +89,7 @@ def create_app(settings: Settings, *, redis_url: str | None = None) -> Starlette
             Route("/", index),
             Route(WEBHOOK_PATH, receive_webhook, methods=["POST"]),
             Route("/healthz", healthz),
+            *dashboard.ROUTES,
         ],
         lifespan=lifespan,
     )

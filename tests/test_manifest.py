@@ -91,7 +91,7 @@ def test_build_manifest_points_every_url_at_this_server() -> None:
         "active": True,
     }
     assert manifest["redirect_url"] == "https://conductor.test/setup/callback"
-    assert manifest["callback_urls"] == ["https://conductor.test/setup/callback"]
+    assert manifest["callback_urls"] == ["https://conductor.test/dashboard/callback"]
     assert "example.com" not in json.dumps(manifest)
     assert manifest["default_permissions"] == PERMISSIONS
     assert template["url"] != manifest["url"]  # the template itself is left alone
