@@ -62,6 +62,7 @@ STATE_KEY = "conductor:dashboard:state:{digest}"
 SESSION_SECONDS = 8 * 3600
 STATE_SECONDS = 600
 RECENT_RUNS = 200
+PERMISSION_CHECKS_AT_ONCE = 4
 # The REST field `permission` folds maintain into write and triage into read.
 VIEWING = frozenset({"admin", "write", "read"})
 HEADERS = {
@@ -165,7 +166,14 @@ async def _visible_repos(dash: Dashboard, runs: list[Run], login: str
     first: dict[str, Run] = {}
     for run in runs:
         first.setdefault(run.repo, run)
-    checks = await asyncio.gather(*(_may_view(dash, run, login) for run in first.values()),
+    # One permission call per repository not cached yet; a few at a time, not a burst.
+    gate = asyncio.Semaphore(PERMISSION_CHECKS_AT_ONCE)
+
+    async def check(run: Run) -> bool:
+        async with gate:
+            return await _may_view(dash, run, login)
+
+    checks = await asyncio.gather(*(check(run) for run in first.values()),
                                   return_exceptions=True)
     visible, unknown = set(), []
     for repo, answer in zip(first, checks, strict=True):

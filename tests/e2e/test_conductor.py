@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import httpx
+
 from tests.e2e.support import (
     branch_commits,
     issue_record,
@@ -94,6 +96,12 @@ def test_three_step_plan_runs_in_parallel_and_opens_a_draft_pr(tmp_path: Path) -
         assert len(writes_at) >= 8
         assert all(b - a >= 0.99 for a, b in itertools.pairwise(writes_at))
 
+        # A teammate who may read the repository opens the run on the dashboard.
+        page = dashboard_page(stack, "rita", f"/dashboard/runs/{run['id']}")
+        for shown in ("sub", "mul", "tests", "Rationale for sub", "claude-sonnet-5-5",
+                      f"#{pull.number}", "verifying"):
+            assert shown in page, shown
+
 
 def test_a_plan_that_changes_nothing_ends_without_a_pull_request(tmp_path: Path) -> None:
     survey = plan(step("survey", "navigator", "Survey widgets/core.py", []))
@@ -108,3 +116,18 @@ def test_a_plan_that_changes_nothing_ends_without_a_pull_request(tmp_path: Path)
         assert not pull_requests(stack)
         stack.wait_for(lambda: any("finished run" in c.body for c in stack.comments(number)),
                        10, "the closing comment")
+
+
+def dashboard_page(stack: Stack, login: str, path: str) -> str:
+    """`path` on the bot's dashboard, signed in with GitHub as `login` (the emulator's
+    authorize page takes the signed-in user's token as the browser's session)."""
+    with httpx.Client(base_url=stack.web_url, timeout=10) as browser:
+        to_github = browser.get(browser.get(path).headers["location"]).headers["location"]
+        back = httpx.get(to_github,
+                         headers={"Authorization": f"token {stack.state.user_token(login)}"})
+        assert back.status_code == 302, back.text
+        landed = browser.get(back.headers["location"])
+        assert landed.headers["location"] == path
+        page = browser.get(path)
+        assert page.status_code == 200, page.text
+        return page.text

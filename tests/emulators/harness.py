@@ -235,6 +235,8 @@ class Stack:
         for worker in self.workers:
             self._wait_worker(worker, deadline)
         self.hooks.set_url(self.web_url + WEBHOOK_PATH)
+        # The dashboard's sign-in comes back here, as the App's settings on GitHub would say.
+        state.set_callback_urls([self.web_url + "/dashboard/callback"])
 
     def stop(self) -> None:
         """SIGTERM every process (SIGKILL the stubborn), then stop the stand-ins and Redis."""
@@ -284,6 +286,8 @@ class Stack:
             "GITHUB_PRIVATE_KEY_PATH": str(state.private_key_path()),
             "GITHUB_WEBHOOK_SECRET": state.webhook_secret,
             "GITHUB_APP_SLUG": state.app.slug,
+            "GITHUB_CLIENT_ID": state.app.client_id,
+            "GITHUB_CLIENT_SECRET": state.app.client_secret,
             "GITHUB_API_URL": self.github.url,
             "GITHUB_URL": self.github.url,
             "ANTHROPIC_API_KEY": MODEL_KEY,
