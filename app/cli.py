@@ -1,4 +1,5 @@
-"""`conductor`: serve (all in one), web, worker; trace (read a run's trace)."""
+"""`conductor`: serve (all in one), web, worker; trace (read a run's trace); replay (send a
+run's model calls again)."""
 
 from __future__ import annotations
 
@@ -167,6 +168,78 @@ def _trace(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _replay_run(settings: Settings, url: str, args: argparse.Namespace) -> str | None:
+    """The replay's report; None (after saying why) when there is nothing to send."""
+    from redis.asyncio import Redis
+
+    from app import replay, trace
+    from app.budget import model_calls
+    from app.logs import redactor
+    from app.models import ModelClient
+    from app.pricing import UnknownModelPrice
+
+    client = Redis.from_url(url)
+    try:
+        run_id = await trace.find_run(client, args.run)
+        if run_id is None:
+            _fail(f"no run {args.run!r} in this Redis; `conductor trace` lists the latest runs")
+            return None
+        chosen = replay.select(await model_calls(client, run_id), args.role or (),
+                               args.call or ())
+        if not chosen:
+            _fail(f"run {run_id} has no answered model calls"
+                  + (" of that role or number" if args.role or args.call else ""))
+            return None
+        try:
+            estimate = replay.estimate(chosen, args.model)
+        except UnknownModelPrice as exc:
+            _fail(str(exc))
+            return None
+        if estimate > args.max_cost:
+            _fail(f"replaying {len(chosen)} calls would cost about ${estimate:.2f} (the recorded "
+                  f"usage at {args.model or 'the recorded models'}' prices), more than "
+                  f"--max-cost ${args.max_cost:.2f}; raise --max-cost, or pick calls with "
+                  "--role or --call")
+            return None
+        key = settings.anthropic_api_key
+        if key is None or not key.get_secret_value().strip():
+            _fail("ANTHROPIC_API_KEY is not set; a replay sends the calls to the model API")
+            return None
+        models = ModelClient(settings)
+        try:
+            result = await replay.replay(client, models, run_id, chosen, args.model)
+        finally:
+            await models.aclose()
+    finally:
+        await client.aclose()
+    text = (json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if args.json
+            else replay.render(result))
+    return redactor.scrub(trace.visible(text) if not args.json else text)
+
+
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    from redis.exceptions import RedisError
+
+    from app.redis import RedisStartError
+
+    if args.max_cost < 0:
+        return _fail("--max-cost must be 0 or more")
+    try:
+        with _redis_to_read(settings) as url:
+            text = asyncio.run(_replay_run(settings, url, args))
+    except (FileNotFoundError, RedisStartError) as exc:
+        return _fail(str(exc))
+    except (OSError, RedisError) as exc:
+        return _fail(f"could not read Redis: {exc}")
+    if text is None:
+        return 2
+    try:
+        _say(text)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="conductor", description=__doc__)
     parser.add_argument("--host", help="address to listen on (default: HOST or 127.0.0.1)")
@@ -184,6 +257,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     tracing.add_argument("--json", action="store_true",
                          help="everything, model requests and answers too, as JSON")
     tracing.add_argument("--limit", type=int, default=20, help="runs to list (default 20)")
+    replaying = sub.add_parser(
+        "replay", help="send a run's model calls again and compare the answers",
+        description="Send the recorded model calls of a run again (their whole requests are "
+                    "kept for CONDUCTOR_REPLAY_DAYS), to the same models or to --model, and "
+                    "show where the answers differ: tool calls, text, stop reason, tokens and "
+                    "cost. Tools are not run again; nothing is written to the run.")
+    replaying.add_argument("run", help="a run id, or OWNER/REPO#ISSUE for the issue's latest run")
+    replaying.add_argument("--model", help="send every call to this model instead")
+    replaying.add_argument("--role", action="append",
+                           help="only the calls of this role (orchestrator, implementer, ...); "
+                                "repeatable")
+    replaying.add_argument("--call", action="append", type=int,
+                           help="only this call, numbered as `conductor trace` numbers them; "
+                                "repeatable")
+    replaying.add_argument("--max-cost", type=float, default=1.0,
+                           help="refuse a replay estimated to cost more USD (default 1.00)")
+    replaying.add_argument("--json", action="store_true", help="the comparison as JSON")
     args = parser.parse_args(argv)
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -194,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.secret_values())
     if args.command == "trace":
         return _trace(settings, args)
+    if args.command == "replay":
+        return _replay(settings, args)
     commands = {"serve": _serve, "web": _web, "worker": _worker}
     return commands[args.command](settings)
 

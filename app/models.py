@@ -49,6 +49,7 @@ from anthropic.types import Message, Usage
 
 from app.logs import get_logger, redactor
 from app.pricing import cost, price_for
+from app.request_parts import keep_request
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -293,6 +294,7 @@ class ModelClient:
                 timeout=anthropic.Timeout(timeout, connect=10.0),
             )
         self._sdk = sdk
+        self.replay_days = settings.conductor_replay_days
 
     async def aclose(self) -> None:
         if self._sdk is not None:
@@ -304,16 +306,23 @@ class ModelClient:
         hold = await budget.check(request.model, request) if budget is not None else None
         payload = request.payload()
         run_id = trace.get("run") or (budget.run_id if budget is not None else None)
+        sanitised = _sanitised_request(request)
         started_at, clock = time.time(), time.monotonic()
 
         def record(**fields: Any) -> ModelCall:
             return ModelCall(
                 run_id=run_id, role=role, model=request.model, started_at=started_at,
                 latency_ms=int((time.monotonic() - clock) * 1000), trace=dict(trace),
-                request=_sanitised_request(request), **fields,
+                request=sanitised, **fields,
             )
 
         try:
+            if budget is not None:
+                # The whole request, for `conductor replay` (the trace's copy is clipped).
+                parts = await keep_request(budget.redis, request, self.replay_days)
+                if parts is not None:
+                    sanitised["parts"] = parts
+                started_at, clock = time.time(), time.monotonic()  # the model's time only
             message, retries = await self._send(payload)
         except ModelError as exc:
             failed = record(retries=exc.retries, error=redactor.scrub(str(exc)))
@@ -340,7 +349,7 @@ class ModelClient:
             stop_reason=message.stop_reason,
             request_id=message._request_id,
             retries=retries,
-            response={"content": _clip(blocks, RECORDED_OUTPUT_CHARS)},
+            response={"content": clip_recorded(blocks, RECORDED_OUTPUT_CHARS)},
         )
         log.info("model call", role=role, model=request.model, run=run_id,
                  latency_ms=call.latency_ms, input_tokens=call.input_tokens,
@@ -483,7 +492,7 @@ def _block_param(block: Any) -> dict[str, Any]:
     return data
 
 
-def _clip(value: Any, limit: int) -> Any:
+def clip_recorded(value: Any, limit: int) -> Any:
     """Scrub secrets from every string, then keep its head and tail within `limit` chars."""
     if isinstance(value, str):
         text = redactor.scrub(value)
@@ -492,9 +501,9 @@ def _clip(value: Any, limit: int) -> Any:
         half = limit // 2
         return f"{text[:half]}\n…[{len(text) - 2 * half} characters cut]…\n{text[-half:]}"
     if isinstance(value, Mapping):
-        return {str(k): _clip(v, limit) for k, v in value.items() if k != "cache_control"}
+        return {str(k): clip_recorded(v, limit) for k, v in value.items() if k != "cache_control"}
     if isinstance(value, list | tuple):
-        return [_clip(v, limit) for v in value]
+        return [clip_recorded(v, limit) for v in value]
     return value
 
 
@@ -512,6 +521,6 @@ def _sanitised_request(request: ModelRequest) -> dict[str, Any]:
             for i, b in enumerate(system)
         ],
         "messages": len(request.messages),
-        "last_message": _clip(request.messages[-1], RECORDED_INPUT_CHARS)
+        "last_message": clip_recorded(request.messages[-1], RECORDED_INPUT_CHARS)
         if request.messages else None,
     }

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     # GitHub's advice for many writes by one client: at least a second between them. Kept per
     # installation like the limits above; 0 turns it off.
     conductor_github_write_interval: float = Field(default=1.0, ge=0, le=10)
+    # Days each model call's whole request is kept for `conductor replay` (app.request_parts);
+    # 0 keeps none (the trace still has its sanitised summary).
+    conductor_replay_days: int = Field(default=14, ge=0, le=90)
 
     host: str = "127.0.0.1"
     port: int = Field(default=3000, ge=1, le=65535)
