@@ -16,6 +16,7 @@ forbid scripts, frames and outside resources (Content-Security-Policy).
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
@@ -56,9 +57,8 @@ PREFIX = "/dashboard"
 CALLBACK_PATH = PREFIX + "/callback"
 SESSION_COOKIE = "conductor_session"
 STATE_COOKIE = "conductor_sign_in"
-# Keys hold a digest of the cookie's value, so that reading Redis gives no usable session.
+# The key holds a digest of the cookie's value, so that reading Redis gives no usable session.
 SESSION_KEY = "conductor:dashboard:session:{digest}"
-STATE_KEY = "conductor:dashboard:state:{digest}"
 SESSION_SECONDS = 8 * 3600
 STATE_SECONDS = 600
 RECENT_RUNS = 200
@@ -327,16 +327,30 @@ async def login(request: Request) -> Response:
             "restart Conductor.")
     state = secrets.token_urlsafe(24)
     target = _safe_next(request.query_params.get("next"))
-    await dash.redis.set(STATE_KEY.format(digest=_digest(state)), target, ex=STATE_SECONDS)
     query = urlencode({"client_id": settings.github_client_id, "state": state,
                        "redirect_uri": _base_url(request, settings) + CALLBACK_PATH,
                        "allow_signup": "false"})
     response = RedirectResponse(f"{dash.web_url}/login/oauth/authorize?{query}", 303,
                                 headers=HEADERS)
-    # The state is also bound to this browser: a sign-in started elsewhere is refused here.
-    response.set_cookie(STATE_COOKIE, state, max_age=STATE_SECONDS, path=PREFIX,
+    # The state is bound to this browser by a cookie (with the page to return to), not kept
+    # on the server: a sign-in started elsewhere is refused, and an anonymous visitor asking
+    # for sign-in pages stores nothing. GitHub's code itself works once.
+    pending = state + "." + base64.urlsafe_b64encode(target.encode()).decode().rstrip("=")
+    response.set_cookie(STATE_COOKIE, pending, max_age=STATE_SECONDS, path=PREFIX,
                         httponly=True, samesite="lax", secure=_secure(request, settings))
     return response
+
+
+def _pending_target(cookie: str, state: str) -> str | None:
+    """The page to return to, if `state` is the one this browser's sign-in was started with."""
+    expected, _, encoded = cookie.partition(".")
+    if not state or not expected or not hmac.compare_digest(state.encode(), expected.encode()):
+        return None
+    try:
+        padded = encoded + "=" * (-len(encoded) % 4)
+        return _safe_next(base64.urlsafe_b64decode(padded.encode()).decode())
+    except (ValueError, UnicodeDecodeError):
+        return PREFIX
 
 
 async def callback(request: Request) -> Response:
@@ -350,10 +364,7 @@ async def callback(request: Request) -> Response:
         said = request.query_params.get("error_description") or request.query_params["error"]
         return _message(400, "Not signed in", f"GitHub did not sign you in: {said}.",
                         link=again)
-    target = None
-    if state and cookie and hmac.compare_digest(state.encode(), cookie.encode()):
-        raw = await dash.redis.getdel(STATE_KEY.format(digest=_digest(state)))
-        target = raw.decode() if isinstance(raw, bytes) else raw
+    target = _pending_target(cookie, state)
     if target is None:
         return _message(400, "This sign-in has expired",
                         "The link back from GitHub does not belong to a sign-in started in "
@@ -370,7 +381,7 @@ async def callback(request: Request) -> Response:
     await dash.redis.set(SESSION_KEY.format(digest=_digest(session)),
                          json.dumps({"login": who, "at": time.time()}), ex=SESSION_SECONDS)
     log.info("dashboard_signed_in", login=who)
-    response = RedirectResponse(_safe_next(target), 303, headers=HEADERS)
+    response = RedirectResponse(target, 303, headers=HEADERS)
     response.delete_cookie(STATE_COOKIE, path=PREFIX)
     response.set_cookie(SESSION_COOKIE, session, max_age=SESSION_SECONDS, path=PREFIX,
                         httponly=True, samesite="lax", secure=_secure(request, settings))
