@@ -53,11 +53,20 @@ def _serve(settings: Settings) -> int:
             _say(f"Conductor listening on {url} (bot mode, App {settings.github_app_id}; "
                  f"web and worker in one process; {described})")
             _say("Webhook URL path: /api/github/webhooks")
+            _say(_dashboard_line(settings, url))
             _run(processes.run(settings, app=create_app(settings, redis_url=redis_url),
                                       redis_url=redis_url, with_worker=True))
     except RedisStartError as exc:
         return _fail(str(exc))
     return 0
+
+
+def _dashboard_line(settings: Settings, url: str) -> str:
+    base = str(settings.conductor_public_url).rstrip("/") if settings.conductor_public_url else url
+    if settings.github_client_id and settings.github_client_secret:
+        return f"Dashboard: {base}/dashboard (sign in with GitHub)"
+    return ("Dashboard: off until GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET are set (the App's "
+            "settings page on GitHub has both)")
 
 
 def _web(settings: Settings) -> int:
@@ -71,6 +80,7 @@ def _web(settings: Settings) -> int:
         return _fail("GITHUB_APP_ID, GITHUB_PRIVATE_KEY and GITHUB_WEBHOOK_SECRET are required "
                      "by `conductor web`; run `conductor serve` once to register the App")
     _say(f"Conductor web listening on http://{settings.host}:{settings.port} (Redis at REDIS_URL)")
+    _say(_dashboard_line(settings, f"http://{settings.host}:{settings.port}"))
     _run(processes.run(settings, app=create_app(settings), redis_url=settings.redis_url,
                               with_worker=False))
     return 0

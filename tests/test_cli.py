@@ -19,6 +19,7 @@ from arq.connections import create_pool
 from app.constants import QUEUE_NAME, event_job_id
 from app.events import recent_events
 from app.redis import RedisProcess, arq_settings, free_port
+from app.settings import Settings
 from tests.conftest import WEBHOOK_SECRET, load_fixture, signed_headers
 
 CONDUCTOR = str(Path(sys.executable).parent / "conductor")
@@ -106,6 +107,7 @@ async def test_serve_with_credentials_runs_the_bot_on_embedded_redis(
     proc = await start("serve", **env)  # type: ignore[operator]
     line = await proc.wait_for("bot mode")
     assert "embedded Redis" in line
+    assert "GITHUB_CLIENT_ID" in await proc.wait_for("Dashboard: off")  # says what to set
     await proc.wait_for("Application startup complete")
 
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
@@ -240,3 +242,16 @@ async def test_a_bad_setting_stops_start_up_with_one_line(start: object) -> None
         "conductor: PORT: Input should be a valid integer, unable to parse string as an "
         "integer; set it to a TCP port number between 1 and 65535"
     ]
+
+
+def test_the_dashboard_line_points_at_the_public_url_once_sign_in_is_set() -> None:
+    from app.cli import _dashboard_line
+
+    settings = Settings(_env_file=None, github_client_id="Iv1.abc",
+                        github_client_secret="s" * 40,
+                        conductor_public_url="https://conductor.example.test/")
+    assert _dashboard_line(settings, "http://127.0.0.1:3000") == (
+        "Dashboard: https://conductor.example.test/dashboard (sign in with GitHub)")
+    local = settings.model_copy(update={"conductor_public_url": None})
+    assert _dashboard_line(local, "http://127.0.0.1:3000").startswith(
+        "Dashboard: http://127.0.0.1:3000/dashboard")
