@@ -4,9 +4,9 @@ Who sees what is GitHub's answer, not a list kept here. A person signs in with G
 App's OAuth web flow: GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET, and `/dashboard/callback`
 among the App's callback URLs). Conductor keeps their login only, in a session in Redis for
 eight hours; the user token GitHub hands over is used once to ask who they are, then dropped.
-A run is shown to someone with read access or more to its repository, asked with the
-installation's token (`app.permissions`, cached a minute); a run they may not see is a 404,
-the same as a run that does not exist.
+A run is shown to someone with read access or more to its repository (or write, or admin:
+`CONDUCTOR_DASHBOARD_PERMISSION`), asked with the installation's token (`app.permissions`,
+cached a minute); a run they may not see is a 404, the same as a run that does not exist.
 
 The pages are HTML without scripts; what they show came in part from issues, models and CI
 logs, so it is escaped (Jinja autoescape, control characters shown as escapes) and the pages
@@ -64,7 +64,7 @@ STATE_SECONDS = 600
 RECENT_RUNS = 200
 PERMISSION_CHECKS_AT_ONCE = 4
 # The REST field `permission` folds maintain into write and triage into read.
-VIEWING = frozenset({"admin", "write", "read"})
+LEVELS = ("read", "write", "admin")
 HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "same-origin",
@@ -157,7 +157,8 @@ async def _may_view(dash: Dashboard, run: Run, login: str) -> bool:
     except (GitHubException, InstallationUnavailable, RateLimited, httpx.HTTPError) as exc:
         said = describe(exc) if isinstance(exc, GitHubException) else str(exc)
         raise AccessUnknown(f"{run.repo}: {said or type(exc).__name__}") from None
-    return level in VIEWING
+    needed = LEVELS.index(dash.settings.conductor_dashboard_permission)
+    return level in LEVELS[needed:]
 
 
 async def _visible_repos(dash: Dashboard, runs: list[Run], login: str
@@ -231,7 +232,9 @@ async def runs_page(request: Request) -> Response:
     for run in runs:
         totals[run.id] = (await usage_totals(dash.redis, run.id)).overall
     metrics = outcome_metrics(runs, {run_id: t.cost_usd for run_id, t in totals.items()})
-    return _page("runs", login=login, runs=runs, totals=totals, metrics=metrics,
+    return _page("runs", login=login, runs=runs,
+                 permission=dash.settings.conductor_dashboard_permission, totals=totals,
+                 metrics=metrics,
                  repos=sorted(visible), repo=wanted, unknown=unknown, recent=RECENT_RUNS,
                  when=_when, duration=_duration, web_url=dash.web_url)
 
@@ -253,7 +256,8 @@ async def run_page(request: Request) -> Response:
     if trace is None or not allowed:
         return _message(404, "No such run",
                         "There is no run with this id that you can see. Runs are shown to "
-                        "people with read access to their repository.", login=login,
+                        f"people with {dash.settings.conductor_dashboard_permission} access "
+                        "or more to their repository.", login=login,
                         link=(PREFIX, "All runs"))
     return _page("run", login=login, **_run_context(trace, dash.web_url))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # Days each model call's whole request is kept for `conductor replay` (app.request_parts);
     # 0 keeps none (the trace still has its sanitised summary).
     conductor_replay_days: int = Field(default=14, ge=0, le=90)
+    # The least permission on a run's repository that shows the run on the dashboard. On a
+    # public repository everyone has read; `write` limits it to those who may steer runs.
+    conductor_dashboard_permission: Literal["read", "write", "admin"] = "read"
 
     host: str = "127.0.0.1"
     port: int = Field(default=3000, ge=1, le=65535)

@@ -331,3 +331,18 @@ def test_after_signing_in_only_dashboard_pages_are_gone_to(given: str | None) ->
 
 def test_a_dashboard_path_is_kept() -> None:
     assert _safe_next("/dashboard/runs/abc?x=1") == "/dashboard/runs/abc?x=1"
+
+
+async def test_the_dashboard_can_be_kept_to_those_who_may_steer_runs(
+    env: Env, tmp_path: Path, redis_server: RedisProcess, redis: aioredis.Redis
+) -> None:
+    # On a public repository everyone reads; a team can show runs to writers only.
+    run = await recorded(redis, env)
+    settings = dashboard_settings(env, tmp_path, conductor_dashboard_permission="write")
+    with LiveServer(create_app(settings, redis_url=redis_server.url)) as server:
+        env.state.set_callback_urls([f"{server.url}/dashboard/callback"])
+        for login, shown in (("rita", False), ("alice", True)):
+            with httpx.Client(base_url=server.url, timeout=10) as browser:
+                sign_in(browser, env, login)
+                assert (run.id in browser.get("/dashboard").text) is shown, login
+                assert run_page(browser, run).status_code == (200 if shown else 404)
