@@ -5,7 +5,7 @@ Messages API stand-in, a real Redis, and the CLI as a user runs it."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,25 +21,17 @@ from app.redis import RedisProcess
 from app.request_parts import PART_KEY, restore_request
 from app.runs import Run, RunStatus, RunStore
 from app.settings import Settings
+from tests import test_models
 from tests.emulators.anthropic_api import AnthropicServer, AnthropicStandIn, Match, reply, use_tool
 from tests.test_models import READ_FILE, ROLE_PROMPT, WRITE_FILE
 from tests.test_trace import conductor
 
-API_KEY = "sk-ant-test-replay-0123456789"
+API_KEY = test_models.API_KEY
 RUN_ID = "widgets-9-1-feed00"
 SONNET, HAIKU = "claude-sonnet-5-5", "claude-haiku-5-5"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[AnthropicServer]:
-    with AnthropicServer(AnthropicStandIn(api_key=API_KEY)) as running:
-        yield running
-
-
-@pytest.fixture
-def stand_in(server: AnthropicServer) -> AnthropicStandIn:
-    server.stand_in.reset()
-    return server.stand_in
+server, stand_in = test_models.server, test_models.stand_in  # the same fixtures
 
 
 def model_settings(server: AnthropicServer, **values: Any) -> Settings:
