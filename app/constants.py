@@ -3,6 +3,8 @@
 from enum import StrEnum
 
 WEBHOOK_PATH = "/api/github/webhooks"
+# Where GitHub sends someone signing in to the dashboard (the App's OAuth callback URL).
+DASHBOARD_CALLBACK_PATH = "/dashboard/callback"
 QUEUE_NAME = "conductor:queue"
 
 # GitHub keeps deliveries for manual redelivery for three days; remember ids a little longer.

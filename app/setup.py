@@ -53,7 +53,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from app.constants import WEBHOOK_PATH
+from app.constants import DASHBOARD_CALLBACK_PATH, WEBHOOK_PATH
 from app.envfile import EnvFileError, check_entry, update_env_file
 from app.logs import get_logger
 from app.paths import MANIFEST_PATH
@@ -63,7 +63,6 @@ from app.settings import Settings
 log = get_logger(__name__)
 
 CALLBACK_PATH = "/setup/callback"
-DASHBOARD_CALLBACK_PATH = "/dashboard/callback"  # app.dashboard.CALLBACK_PATH
 CREDENTIALS_PATH = "/setup/credentials"
 COOKIE_NAME = "conductor_setup"
 # GitHub's manifest code is valid for an hour; a state outliving it would be of no use.
@@ -173,7 +172,6 @@ def build_manifest(template: Mapping[str, Any], public_url: str) -> dict[str, An
         "url": public_url + WEBHOOK_PATH,
     }
     manifest["redirect_url"] = public_url + CALLBACK_PATH
-    # Where GitHub sends someone signing in to the dashboard (the OAuth web flow).
     manifest["callback_urls"] = [public_url + DASHBOARD_CALLBACK_PATH]
     if manifest.get("setup_url"):
         manifest["setup_url"] = public_url + urlsplit(manifest["setup_url"]).path
