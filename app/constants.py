@@ -10,6 +10,9 @@ QUEUE_NAME = "conductor:queue"
 # GitHub keeps deliveries for manual redelivery for three days; remember ids a little longer.
 DELIVERY_TTL_SECONDS = 4 * 24 * 3600
 DELIVERY_KEY = "conductor:delivery:{delivery_id}"
+# The delivery that first brought a payload (by digest): GitHub's redeliveries keep their id,
+# so the same payload under another id is someone replaying a captured delivery.
+PAYLOAD_KEY = "conductor:payload:{digest}"
 EVENT_LOG_KEY = "conductor:events"
 # A sorted set of an installation's recent GitHub writes (app.pacing); expires an hour on.
 GITHUB_WRITES_KEY = "conductor:github:writes:{installation}"

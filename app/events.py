@@ -2,17 +2,26 @@
 
 Every accepted delivery is appended to a capped event log in Redis (newest first) with the
 handler's outcome, so that an operator can see what arrived and what became of it.
+
+The signature covers the body only, so a captured delivery stays valid: sent again with a new
+`X-GitHub-Delivery` it would pass the ingress's dedupe (a `/agent retry` run twice, a label
+event starting another run). GitHub's own redeliveries keep their delivery id, and two real
+events never carry the same payload (ids and timestamps differ), so a payload seen before
+under another delivery id is ignored as a replay, for as long as delivery ids are kept.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from app.constants import EVENT_LOG_KEY
+import orjson
+
+from app.constants import DELIVERY_TTL_SECONDS, EVENT_LOG_KEY, PAYLOAD_KEY
 from app.logs import get_logger
 
 log = get_logger(__name__)
@@ -70,11 +79,31 @@ async def recent_events(redis: Any, count: int = 50) -> list[dict[str, Any]]:
     return [json.loads(item) for item in raw]
 
 
+async def first_delivery(redis: Any, event: Event) -> str:
+    """The delivery id that first brought this event's payload: its own, unless replayed."""
+    try:
+        body = orjson.dumps(event.payload, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer beyond 64 bits (orjson.JSONEncodeError is a TypeError)
+        body = json.dumps(event.payload, sort_keys=True).encode()
+    key = PAYLOAD_KEY.format(digest=hashlib.sha256(event.name.encode() + b"\0" + body)
+                             .hexdigest())
+    if await redis.set(key, event.delivery_id, nx=True, ex=DELIVERY_TTL_SECONDS):
+        return event.delivery_id
+    first = await redis.get(key)
+    return first.decode() if isinstance(first, bytes) else str(first or event.delivery_id)
+
+
 async def dispatch(ctx: dict[str, Any], event: Event) -> str:
     handlers: dict[str, Handler] = ctx.get("handlers", {})
     handler = handlers.get(event.kind)
     bound = log.bind(delivery=event.delivery_id, github_event=event.name, action=event.action,
                      installation=event.installation_id, repo=event.repo_full_name)
+    first = await first_delivery(ctx["redis"], event)
+    if first != event.delivery_id:  # the same job run again keeps its delivery id
+        outcome = f"ignored: the payload of delivery {first} again, under a new delivery id"
+        await record(ctx["redis"], event, outcome)
+        bound.warning("webhook replayed", first_delivery=first)
+        return outcome
     if handler is None:
         outcome = f"no handler for {event.kind}"
     else:

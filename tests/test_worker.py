@@ -11,7 +11,7 @@ from arq.connections import create_pool
 from arq.jobs import Job, JobStatus
 
 from app.constants import QUEUE_NAME, event_job_id
-from app.events import recent_events
+from app.events import Event, dispatch, recent_events
 from app.installations import get_installation
 from app.processes import build_worker
 from app.redis import RedisProcess, arq_settings, embedded_redis
@@ -115,3 +115,42 @@ def test_a_full_disk_is_named_and_no_path_of_this_machine_reaches_a_person(
     said = _describe(other, tmp_path / "data")
     assert str(tmp_path) not in said
     assert "$CONDUCTOR_DATA_DIR/workspaces/acme__widgets/clone.partial" in said
+
+
+async def test_a_captured_delivery_sent_again_under_a_new_id_is_ignored_as_a_replay(
+    redis_server: RedisProcess, redis: aioredis.Redis, settings_factory: Any
+) -> None:
+    # The signature covers the body only: a copy of a delivery (from a proxy log, say) with a
+    # fresh X-GitHub-Delivery passes the ingress. GitHub's own redeliveries keep their id.
+    payload = load_fixture("installation.created.0.json")
+    await _enqueue(redis_server.url, "inst-real", "installation", "installation", payload)
+    await _enqueue(redis_server.url, "inst-copy", "installation", "installation", payload)
+    other = {**payload, "action": "deleted"}  # another event of the same installation
+    await _enqueue(redis_server.url, "inst-gone", "installation", "installation", other)
+    worker = build_worker(settings_factory(), redis_server.url, burst=True, poll_delay=0.01)
+    await worker.main()
+    await worker.close()
+
+    outcomes = {e["delivery"]: e["outcome"] for e in await recent_events(redis)}
+    assert outcomes["inst-real"].startswith("installation")
+    assert outcomes["inst-copy"] == (
+        "ignored: the payload of delivery inst-real again, under a new delivery id")
+    assert not outcomes["inst-gone"].startswith("ignored")
+
+
+async def test_the_same_delivery_handled_again_is_not_a_replay(redis: aioredis.Redis) -> None:
+    # arq runs a job at least once: a worker that died mid-job runs it again, same delivery.
+    handled: list[str] = []
+
+    async def handler(ctx: dict[str, Any], event: Event) -> str:
+        handled.append(event.delivery_id)
+        return "done"
+
+    ctx = {"redis": redis, "handlers": {"installation": handler}}
+    payload = load_fixture("installation.created.0.json")
+    event = Event("d-1", "installation", "installation", payload)
+    assert [await dispatch(ctx, event), await dispatch(ctx, event)] == ["done", "done"]
+    assert handled == ["d-1", "d-1"]
+    # The same payload as another kind of event is another event.
+    renamed = Event("d-2", "installation_target", "installation", event.payload)
+    assert await dispatch(ctx, renamed) == "done"
