@@ -3,8 +3,9 @@
 from enum import StrEnum
 
 WEBHOOK_PATH = "/api/github/webhooks"
+DASHBOARD_PREFIX = "/dashboard"
 # Where GitHub sends someone signing in to the dashboard (the App's OAuth callback URL).
-DASHBOARD_CALLBACK_PATH = "/dashboard/callback"
+DASHBOARD_CALLBACK_PATH = DASHBOARD_PREFIX + "/callback"
 QUEUE_NAME = "conductor:queue"
 
 # GitHub keeps deliveries for manual redelivery for three days; remember ids a little longer.

@@ -36,7 +36,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from app.budget import UsageTotal, usage_totals
-from app.constants import DASHBOARD_CALLBACK_PATH
+from app.constants import DASHBOARD_CALLBACK_PATH, DASHBOARD_PREFIX
 from app.github import (
     GitHubApp,
     InstallationUnavailable,
@@ -54,7 +54,7 @@ from app.trace import Trace, load, step_order, visible
 
 log = get_logger(__name__)
 
-PREFIX = "/dashboard"
+PREFIX = DASHBOARD_PREFIX
 CALLBACK_PATH = DASHBOARD_CALLBACK_PATH
 SESSION_COOKIE = "conductor_session"
 STATE_COOKIE = "conductor_sign_in"

@@ -3,13 +3,27 @@ whenever something worth reading changed (steps, CI attempts, the final timeline
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from app.budget_view import usage_rows
+from app.constants import DASHBOARD_PREFIX
 from app.github import items
 from app.report import pr_body, pr_title
 from app.runs import Run
 from app.services import Services
+from app.settings import Settings
 
 HIGH_RISK_LABEL = "agent:high-risk"
+
+
+def dashboard_url(settings: Settings, run: Run) -> str | None:
+    """The run's page on the dashboard, when people can reach it: a public URL is set and
+    signing in is (the App's OAuth client)."""
+    if (settings.conductor_public_url is None or not settings.github_client_id
+            or settings.github_client_secret is None):
+        return None
+    base = str(settings.conductor_public_url).rstrip("/")
+    return f"{base}{DASHBOARD_PREFIX}/runs/{quote(run.id, safe='')}"
 
 
 async def upsert_pull_request(svc: Services, run: Run) -> tuple[int, str]:
@@ -18,7 +32,7 @@ async def upsert_pull_request(svc: Services, run: Run) -> tuple[int, str]:
     steps = await svc.store.steps(run.id)
     timeline = await svc.store.timeline(run.id)
     usage = await usage_rows(svc.redis, run.id)
-    body = pr_body(run, steps, timeline, usage)
+    body = pr_body(run, steps, timeline, usage, dashboard_url=dashboard_url(svc.settings, run))
     owner, name = run.repo.split("/", 1)
     async with svc.github.installation(run.installation_id) as gh:
         existing = items(await gh.rest.pulls.async_list(

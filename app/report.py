@@ -222,11 +222,13 @@ def tracking_comment(run: Run, steps: dict[str, StepRecord], timeline: list[dict
 
 
 def pr_body(run: Run, steps: dict[str, StepRecord], timeline: list[dict[str, Any]],
-            usage: list[UsageRow], now: float | None = None) -> str:
+            usage: list[UsageRow], now: float | None = None,
+            dashboard_url: str | None = None) -> str:
     """The pull request's description. GitHub refuses a body over 65,536 characters, and a
     long run's timeline (retries, CI-fix rounds) can pass that: the oldest events are then
-    left out, with a note, so that the body still fits."""
-    context = _context(run, steps, timeline, usage, now)
+    left out, with a note, so that the body still fits. `dashboard_url`: the run's page on the
+    dashboard, linked from the footer when the dashboard is reachable."""
+    context = {**_context(run, steps, timeline, usage, now), "dashboard_url": dashboard_url}
     events = context["timeline"]
 
     def keeping(count: int) -> str:

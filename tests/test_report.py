@@ -160,3 +160,20 @@ def test_a_long_runs_pr_body_fits_github_with_the_latest_events() -> None:
     assert kept > 150  # as many as fit, not a token few
     # The end is still there.
     assert body.rstrip().endswith(f"Its trace: `conductor trace {run.id}`.</sub>")
+
+
+def test_the_footer_links_the_runs_dashboard_page_when_people_can_reach_it() -> None:
+    from app.pulls import dashboard_url
+    from app.settings import Settings
+
+    run, steps, timeline, usage = sample()
+    reachable = Settings(_env_file=None, conductor_public_url="https://conductor.example.test",
+                         github_client_id="Iv1.abc", github_client_secret="s" * 40)
+    url = dashboard_url(reachable, run)
+    assert url == f"https://conductor.example.test/dashboard/runs/{run.id}"
+    body = pr_body(run, steps, timeline, usage, now=T0 + 100,  # type: ignore[arg-type]
+                   dashboard_url=url)
+    assert f"Its trace: [on the dashboard]({url}), or `conductor trace {run.id}`." in body
+    # No public URL, or no way to sign in: no link that would lead nowhere.
+    assert dashboard_url(reachable.model_copy(update={"conductor_public_url": None}), run) is None
+    assert dashboard_url(reachable.model_copy(update={"github_client_id": None}), run) is None
