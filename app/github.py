@@ -81,10 +81,18 @@ class RetryPolicy:
 WRITE_METHODS = frozenset(("POST", "PUT", "PATCH", "DELETE"))
 
 
+# Short waits for a write slot, taken one after another while other workers' writes go first
+# (a burst under the one-a-second spacing), are waited in place up to this much in all. Each
+# is a second or less, and deferring the job would not get its write out sooner; past this,
+# the job is deferred like any other rate limit.
+MAX_PACED_WAIT = 60.0
+
+
 class PacedWrites(BaseThrottler):
     """githubkit's throttler for one installation's client: each write takes a slot in the
-    installation's `WriteBudget` first. Waits in place up to `max_inline_wait` in all; a longer
-    wait raises `RateLimited` (the job is deferred). Reads go out at once."""
+    installation's `WriteBudget` first. A wait longer than `max_inline_wait` (a minute or hour
+    limit reached) raises `RateLimited` at once, so that the job is deferred; shorter waits are
+    waited in place, up to `MAX_PACED_WAIT` in all. Reads go out at once."""
 
     def __init__(self, budget: WriteBudget, installation_id: int, *,
                  max_inline_wait: timedelta) -> None:
@@ -99,9 +107,9 @@ class PacedWrites(BaseThrottler):
         yield
 
     async def _take_slot(self) -> None:
-        deadline = time.monotonic() + self.max_inline_wait
+        deadline = time.monotonic() + MAX_PACED_WAIT
         while (wait := await self.budget.reserve(self.installation_id)) > 0:
-            if time.monotonic() + wait > deadline:
+            if wait > self.max_inline_wait or time.monotonic() + wait > deadline:
                 raise RateLimited(
                     timedelta(seconds=wait),
                     f"Conductor keeps installation {self.installation_id}'s GitHub writes to "
