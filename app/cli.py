@@ -9,9 +9,10 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
+from app.constants import DASHBOARD_PREFIX
 from app.logs import configure_logging
 from app.settings import Settings, SettingsError, load_settings
 
@@ -63,8 +64,8 @@ def _serve(settings: Settings) -> int:
 
 def _dashboard_line(settings: Settings, url: str) -> str:
     base = str(settings.conductor_public_url).rstrip("/") if settings.conductor_public_url else url
-    if settings.github_client_id and settings.github_client_secret:
-        return f"Dashboard: {base}/dashboard (sign in with GitHub)"
+    if settings.has_oauth_client:
+        return f"Dashboard: {base}{DASHBOARD_PREFIX} (sign in with GitHub)"
     return ("Dashboard: off until GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET are set (the App's "
             "settings page on GitHub has both)")
 
@@ -157,14 +158,17 @@ async def _read_trace(url: str, ref: str | None, as_json: bool, count: int) -> s
     return redactor.scrub(text)  # nothing secret is recorded; this makes sure
 
 
-def _trace(settings: Settings, args: argparse.Namespace) -> int:
+def _print_from_redis(settings: Settings,
+                      read: Callable[[str], Coroutine[Any, Any, str | None]]) -> int:
+    """Run `read` on the bot's Redis (see `_redis_to_read`) and print what it returns; None
+    means it already said why there is nothing to print."""
     from redis.exceptions import RedisError
 
     from app.redis import RedisStartError
 
     try:
         with _redis_to_read(settings) as url:
-            text = asyncio.run(_read_trace(url, args.run, args.json, args.limit))
+            text = asyncio.run(read(url))
     except (FileNotFoundError, RedisStartError) as exc:
         return _fail(str(exc))
     except (OSError, RedisError) as exc:  # Redis refused the connection, or went away
@@ -176,6 +180,11 @@ def _trace(settings: Settings, args: argparse.Namespace) -> int:
     except BrokenPipeError:  # `conductor trace ... | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+def _trace(settings: Settings, args: argparse.Namespace) -> int:
+    return _print_from_redis(settings,
+                             lambda url: _read_trace(url, args.run, args.json, args.limit))
 
 
 async def _replay_run(settings: Settings, url: str, args: argparse.Namespace) -> str | None:
@@ -228,26 +237,9 @@ async def _replay_run(settings: Settings, url: str, args: argparse.Namespace) ->
 
 
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
-    from redis.exceptions import RedisError
-
-    from app.redis import RedisStartError
-
     if args.max_cost < 0:
         return _fail("--max-cost must be 0 or more")
-    try:
-        with _redis_to_read(settings) as url:
-            text = asyncio.run(_replay_run(settings, url, args))
-    except (FileNotFoundError, RedisStartError) as exc:
-        return _fail(str(exc))
-    except (OSError, RedisError) as exc:
-        return _fail(f"could not read Redis: {exc}")
-    if text is None:
-        return 2
-    try:
-        _say(text)
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
+    return _print_from_redis(settings, lambda url: _replay_run(settings, url, args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

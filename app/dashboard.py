@@ -50,7 +50,8 @@ from app.permissions import permission
 from app.render import render
 from app.runs import Run, RunStore
 from app.settings import Settings
-from app.trace import Trace, load, step_order, visible
+from app.setup import public_url
+from app.trace import Trace, clock, load, step_order, visible
 
 log = get_logger(__name__)
 
@@ -110,12 +111,6 @@ def _secure(request: Request, settings: Settings) -> bool:
     public = settings.conductor_public_url
     scheme = public.scheme if public is not None else request.url.scheme
     return scheme == "https"
-
-
-def _base_url(request: Request, settings: Settings) -> str:
-    if settings.conductor_public_url is not None:
-        return str(settings.conductor_public_url).rstrip("/")
-    return f"{request.url.scheme}://{request.url.netloc}"
 
 
 def _safe_next(value: str | None) -> str:
@@ -291,17 +286,13 @@ def _run_context(trace: Trace, web_url: str) -> dict[str, Any]:
     return {
         "run": run, "steps": [(i, trace.steps[i], specs.get(i, {})) for i in order],
         "timeline": trace.timeline, "usage": trace.usage, "calls": calls, "bars": bars,
-        "repo_url": f"{web_url}/{run.repo}", "when": _when, "clock": _clock,
+        "repo_url": f"{web_url}/{run.repo}", "when": _when, "clock": clock,
         "duration": _duration,
     }
 
 
 def _when(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
-
-
-def _clock(ts: float | None) -> str:
-    return "--:--:--" if ts is None else time.strftime("%H:%M:%S", time.gmtime(ts))
 
 
 def _duration(seconds: float | None) -> str:
@@ -323,17 +314,17 @@ def _duration(seconds: float | None) -> str:
 async def login(request: Request) -> Response:
     dash: Dashboard = request.state.dashboard
     settings = dash.settings
-    if settings.github_client_id is None or settings.github_client_secret is None:
+    if not settings.has_oauth_client:
         return _message(
             503, "Signing in is not set up",
             "The dashboard signs people in with GitHub, as the App. Set GITHUB_CLIENT_ID and "
             "GITHUB_CLIENT_SECRET (the App's settings page on GitHub has both) and add "
-            f"{_base_url(request, settings)}{CALLBACK_PATH} to the App's callback URLs, then "
+            f"{public_url(settings, request)}{CALLBACK_PATH} to the App's callback URLs, then "
             "restart Conductor.")
     state = secrets.token_urlsafe(24)
     target = _safe_next(request.query_params.get("next"))
     query = urlencode({"client_id": settings.github_client_id, "state": state,
-                       "redirect_uri": _base_url(request, settings) + CALLBACK_PATH,
+                       "redirect_uri": public_url(settings, request) + CALLBACK_PATH,
                        "allow_signup": "false"})
     response = RedirectResponse(f"{dash.web_url}/login/oauth/authorize?{query}", 303,
                                 headers=HEADERS)
@@ -378,7 +369,7 @@ async def callback(request: Request) -> Response:
     code = request.query_params.get("code", "")
     try:
         who = await signed_in_login(dash.http, settings, code,
-                                    _base_url(request, settings) + CALLBACK_PATH)
+                                    public_url(settings, request) + CALLBACK_PATH)
     except SignInFailed as exc:
         log.warning("dashboard_sign_in_failed", reason=str(exc))
         return _message(502, "Not signed in", f"{exc}.", link=again)
@@ -397,7 +388,7 @@ async def logout(request: Request) -> Response:
     dash: Dashboard = request.state.dashboard
     # A sign-out posted from another site is refused: only this origin's form may send it.
     origin = request.headers.get("origin")
-    if origin is not None and origin != _base_url(request, dash.settings):
+    if origin is not None and origin != public_url(dash.settings, request):
         return _message(403, "Not signed out", "The request did not come from this dashboard.")
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:

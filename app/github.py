@@ -331,7 +331,7 @@ async def signed_in_login(http: httpx.AsyncClient, settings: Settings, code: str
     """Who authorized the App: the code from GitHub's OAuth web flow exchanged for a user
     token (`POST {GITHUB_URL}/login/oauth/access_token`), then `GET /user` with it. The
     token is used for that one call and not kept."""
-    if settings.github_client_id is None or settings.github_client_secret is None:
+    if not settings.has_oauth_client or settings.github_client_secret is None:
         raise SignInFailed("GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET are not set")
     web = str(settings.github_url).rstrip("/")
     try:

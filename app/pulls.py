@@ -19,8 +19,7 @@ HIGH_RISK_LABEL = "agent:high-risk"
 def dashboard_url(settings: Settings, run: Run) -> str | None:
     """The run's page on the dashboard, when people can reach it: a public URL is set and
     signing in is (the App's OAuth client)."""
-    if (settings.conductor_public_url is None or not settings.github_client_id
-            or settings.github_client_secret is None):
+    if settings.conductor_public_url is None or not settings.has_oauth_client:
         return None
     base = str(settings.conductor_public_url).rstrip("/")
     return f"{base}{DASHBOARD_PREFIX}/runs/{quote(run.id, safe='')}"

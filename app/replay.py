@@ -39,14 +39,6 @@ DIFF_LINES = 40
 
 
 @dataclass
-class Usage:
-    input_tokens: int
-    output_tokens: int
-    cache_creation_input_tokens: int
-    cache_read_input_tokens: int
-
-
-@dataclass
 class Replayed:
     """One recorded call and what the replay got for it."""
 
@@ -115,12 +107,7 @@ def select(calls: Sequence[ModelCall], roles: Sequence[str] = (),
 
 def estimate(chosen: Sequence[tuple[int, ModelCall]], model: str | None) -> float:
     """The replay's cost if it used what the recorded calls used, at the replay's prices."""
-    return sum(cost(model or call.model, _usage(call)) for _, call in chosen)
-
-
-def _usage(call: ModelCall) -> Usage:
-    return Usage(call.input_tokens, call.output_tokens, call.cache_creation_input_tokens,
-                 call.cache_read_input_tokens)
+    return sum(cost(model or call.model, call) for _, call in chosen)
 
 
 def _tool_lines(content: Sequence[Mapping[str, Any]]) -> list[str]:

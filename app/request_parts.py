@@ -28,18 +28,8 @@ if TYPE_CHECKING:
 PART_KEY = "conductor:request-part:{digest}"
 
 
-def _scrubbed(value: Any) -> Any:
-    if isinstance(value, str):
-        return redactor.scrub(value)
-    if isinstance(value, Mapping):
-        return {str(k): _scrubbed(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_scrubbed(v) for v in value]
-    return value
-
-
 def _part(value: Any) -> tuple[str, bytes]:
-    data = orjson.dumps(_scrubbed(value), option=orjson.OPT_SORT_KEYS)
+    data = orjson.dumps(redactor.scrub_value(value), option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(data).hexdigest(), lz4.block.compress(data)
 
 

@@ -148,6 +148,11 @@ class Settings(BaseSettings):
         return limits
 
     @property
+    def has_oauth_client(self) -> bool:
+        """Whether people can sign in to the dashboard: the App's OAuth client id and secret."""
+        return bool(self.github_client_id) and self.github_client_secret is not None
+
+    @property
     def has_app_credentials(self) -> bool:
         """Whether the bot can act as a GitHub App; without this `serve` runs the setup page."""
         return (

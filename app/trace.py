@@ -78,7 +78,7 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _clock(ts: float | None) -> str:
+def clock(ts: float | None) -> str:
     return "--:--:--" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S")
 
 
@@ -181,7 +181,7 @@ def render(trace: Trace) -> str:
         out += ["", "CI"]
         for attempt in run.ci:
             line = (f"  {str(attempt.get('sha', ''))[:7]} {attempt.get('verdict', 'waiting'):<8} "
-                    f"from {_clock(attempt.get('started_at'))}")
+                    f"from {clock(attempt.get('started_at'))}")
             if attempt.get("fix"):
                 line += f" (fix {attempt['fix']})"
             out.append(line)
@@ -191,13 +191,13 @@ def render(trace: Trace) -> str:
     out += ["", f"timeline ({len(trace.timeline)} events)"]
     for event in trace.timeline:
         step = f" [{event['step']}]" if event.get("step") else ""
-        out.append(f"  {_clock(event.get('at'))} {event.get('kind', ''):<9}{step} "
+        out.append(f"  {clock(event.get('at'))} {event.get('kind', ''):<9}{step} "
                    f"{event.get('message', '')}")
 
     out += ["", f"model calls ({len(trace.calls)})"]
     for number, call in enumerate(trace.calls, 1):
         call_step = (call.trace or {}).get("step")
-        line = (f"  {number:>3} {_clock(call.started_at)} {call.role:<13} {call.model:<18} "
+        line = (f"  {number:>3} {clock(call.started_at)} {call.role:<13} {call.model:<18} "
                 f"{call.latency_ms / 1000:>6.1f} s  in {call.input_tokens:,} out "
                 f"{call.output_tokens:,} cache w {call.cache_creation_input_tokens:,} r "
                 f"{call.cache_read_input_tokens:,}  {_usd(call.cost_usd)}  "
