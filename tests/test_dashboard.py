@@ -152,6 +152,8 @@ async def test_outcome_metrics_count_what_the_runs_came_to(
     text = browser.get("/dashboard").text
     assert "100%" in text and "1.5 h" in text  # merge rate; median label to merge
     assert "$0.05" in text  # model cost, and per merged PR
+    # In the metrics themselves, not only the run's row ($0.0515).
+    assert "<b>$0.05</b>model cost" in text and "<b>$0.05</b>cost per merged PR" in text
 
 
 def test_outcome_metrics() -> None:

@@ -209,10 +209,15 @@ async def test_the_command_replays_and_guards_the_spend(
     assert "2 calls: 2 differs" in out and "I would rather ask." in out
     assert API_KEY not in out + err
 
+    # One call, to its recorded model, which answers as it did then.
+    stand_in.script([use_tool("write_file", {"path": "widgets/sub.py", "text": "def sub(): ..."},
+                              text="Writing it.", match=Match(model=SONNET))])
     code, out, _ = await conductor("replay", RUN_ID, "--call", "2", "--json", cwd=tmp_path, **env)
     assert code == 0
     answer = json.loads(out)
     assert [c["number"] for c in answer["calls"]] == [2] and answer["calls"][0]["verdict"]
+    assert answer["calls"][0]["verdict"] == "same" and answer["counts"] == {"same": 1}
+    assert answer["replay_cost_usd"] > 0 and answer["calls"][0]["replay_model"] == SONNET
 
     asked = len(stand_in.message_requests())
     code, _, err = await conductor("replay", RUN_ID, "--max-cost", "0", cwd=tmp_path, **env)
