@@ -85,12 +85,15 @@ async def start(tmp_path: Path) -> AsyncIterator[object]:
             os.kill(int(server.name), signal.SIGKILL)
 
 
+# uvicorn says "Application startup complete" before it binds the port, and this after.
+LISTENING = "Uvicorn running on"
+
 async def test_serve_without_configuration_starts_in_setup_mode(start: object) -> None:
     port = free_port()
     proc = await start("serve", PORT=str(port))  # type: ignore[operator]
     line = await proc.wait_for("setup mode")
     assert f"http://127.0.0.1:{port}/" in line
-    await proc.wait_for("Application startup complete")
+    await proc.wait_for(LISTENING)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
         assert (await client.get("/healthz")).json() == {"ok": True, "mode": "setup"}
         page = await client.get("/")
@@ -108,7 +111,7 @@ async def test_serve_with_credentials_runs_the_bot_on_embedded_redis(
     line = await proc.wait_for("bot mode")
     assert "embedded Redis" in line
     assert "GITHUB_CLIENT_ID" in await proc.wait_for("Dashboard: off")  # says what to set
-    await proc.wait_for("Application startup complete")
+    await proc.wait_for(LISTENING)
 
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
         body = json.dumps(load_fixture("ping.0.json")).encode()
@@ -156,7 +159,7 @@ async def test_serve_killed_outright_leaves_no_second_redis_on_its_data(
 ) -> None:
     env = bot_env(private_key_pem)
     first = await start("serve", **env)  # type: ignore[operator]
-    await first.wait_for("Application startup complete")
+    await first.wait_for(LISTENING)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{env['PORT']}") as client:
         body = json.dumps(load_fixture("installation.created.0.json")).encode()
         headers = signed_headers(body, "installation", "before-the-crash")
@@ -168,7 +171,7 @@ async def test_serve_killed_outright_leaves_no_second_redis_on_its_data(
     assert len(_redis_servers_of(tmp_path)) == 1  # left running, with the data
 
     again = await start("serve", **env)  # type: ignore[operator]
-    await again.wait_for("Application startup complete")
+    await again.wait_for(LISTENING)
     # One server appends to the data directory's append-only file, not two.
     assert len(_redis_servers_of(tmp_path)) == 1
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{env['PORT']}") as client:
@@ -182,7 +185,7 @@ async def test_a_second_serve_on_the_same_data_directory_is_refused(
     start: object, tmp_path: Path, private_key_pem: str
 ) -> None:
     first = await start("serve", **bot_env(private_key_pem))  # type: ignore[operator]
-    await first.wait_for("Application startup complete")
+    await first.wait_for(LISTENING)
     second = await start("serve", **bot_env(private_key_pem))  # type: ignore[operator]
     out, _ = await second.process.communicate()
     assert second.process.returncode == 2
