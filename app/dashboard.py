@@ -51,7 +51,7 @@ from app.render import render
 from app.runs import Run, RunStore
 from app.settings import Settings
 from app.setup import public_url
-from app.trace import Trace, clock, load, step_order, visible
+from app.trace import Trace, assemble, clock, step_order, visible
 
 log = get_logger(__name__)
 
@@ -241,20 +241,22 @@ async def run_page(request: Request) -> Response:
     if login is None:
         return _sign_in_redirect(request)
     run_id = request.path_params["run_id"]
-    trace = await load(dash.redis, run_id)
+    # Only the run's record is read before GitHub says whether this person may see it.
+    run = await RunStore(dash.redis).get(run_id)
     try:
-        allowed = trace is not None and await _may_view(dash, trace.run, login)
+        allowed = run is not None and await _may_view(dash, run, login)
     except AccessUnknown as exc:
         return _message(503, "GitHub could not be asked",
                         f"Whether you may read this run's repository is GitHub's to say, and "
                         f"it could not be asked just now ({exc}). Try again in a minute.",
                         login=login)
-    if trace is None or not allowed:
+    if run is None or not allowed:
         return _message(404, "No such run",
                         "There is no run with this id that you can see. Runs are shown to "
                         f"people with {dash.settings.conductor_dashboard_permission} access "
                         "or more to their repository.", login=login,
                         link=(PREFIX, "All runs"))
+    trace = await assemble(dash.redis, run)
     return _page("run", login=login, **_run_context(trace, dash.web_url))
 
 

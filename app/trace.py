@@ -56,10 +56,14 @@ async def find_run(redis: Any, ref: str) -> str | None:
 async def load(redis: Any, run_id: str) -> Trace | None:
     store = RunStore(redis)
     run = await store.get(run_id)
-    if run is None:
-        return None
-    return Trace(run=run, steps=await store.steps(run_id), timeline=await store.timeline(run_id),
-                 usage=await usage_totals(redis, run_id), calls=await model_calls(redis, run_id))
+    return None if run is None else await assemble(redis, run)
+
+
+async def assemble(redis: Any, run: Run) -> Trace:
+    """The rest of `run`'s trace: its steps, timeline, usage and model calls."""
+    store = RunStore(redis)
+    return Trace(run=run, steps=await store.steps(run.id), timeline=await store.timeline(run.id),
+                 usage=await usage_totals(redis, run.id), calls=await model_calls(redis, run.id))
 
 
 async def recent(redis: Any, count: int) -> list[tuple[Run, UsageTotal]]:
