@@ -5,6 +5,7 @@ refuses content creation past the limits as GitHub does."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import time
 from datetime import timedelta
@@ -218,8 +219,10 @@ async def test_a_burst_of_writes_from_many_workers_waits_its_turn_instead_of_fai
     path = f"/repos/{REPO}/issues/{number}/comments"
     times = sorted(r.at for r in env.state.requests if r.method == "POST" and r.path == path)
     gaps = sorted(later - earlier for earlier, later in itertools.pairwise(times))
-    # Slots are taken 0.3 s apart; a request can take a little longer than the next to reach
-    # GitHub after its slot (the first of a connection does), so arrivals are allowed some
-    # jitter, not a burst.
+    # Slots are taken 0.3 s apart, so a second holds about three. A request can reach GitHub a
+    # little later than its slot (the first of a connection does, and a loaded machine delays
+    # any of them), so two arrivals may come close together; what must never happen is a
+    # burst, more writes in some second than pacing allows plus that jitter.
     assert times[-1] - times[0] >= 23 * 0.29 and gaps[len(gaps) // 2] >= 0.29
-    assert gaps[0] >= 0.1
+    densest = max(bisect.bisect_right(times, start + 1.0) - i for i, start in enumerate(times))
+    assert densest <= 5
