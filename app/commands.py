@@ -21,7 +21,7 @@ from app.events import Event
 from app.logs import get_logger
 from app.permissions import may_steer
 from app.retrying import retry
-from app.runs import Run, RunStatus
+from app.runs import Run, RunStatus, repo_key
 from app.services import Services
 from app.stopping import abort_steps, stop_run
 
@@ -110,7 +110,7 @@ async def handle_command(ctx: dict[str, Any], event: Event) -> str:
                      "Try `/agent help`.")
         return f"unknown command {command.raw_verb!r}"
 
-    run = await run_for(svc, repo, number)
+    run = await run_for(svc, repo_key(event.repo_id, repo), number)
     if run is None:
         await answer("confused", f"@{author} there is no Conductor run here.")
         return "no run"
@@ -133,9 +133,10 @@ async def handle_check_action(ctx: dict[str, Any], event: Event) -> str:
     owner, name = repo.split("/", 1)
     author: str = payload["sender"]["login"]
     installation_id = event.installation_id
+    key = repo_key(event.repo_id, repo)
     run = await svc.store.get(str(check.get("external_id") or ""))
-    if run is None or run.repo != repo:
-        run_id = await svc.store.run_for_commit(repo, str(check.get("head_sha") or ""))
+    if run is None or run.repo_key != key:
+        run_id = await svc.store.run_for_commit(key, str(check.get("head_sha") or ""))
         run = await svc.store.get(run_id) if run_id else None
     if run is None:
         return "ignored: the check run belongs to no run"
@@ -157,7 +158,8 @@ async def handle_check_action(ctx: dict[str, Any], event: Event) -> str:
 
 async def run_for(svc: Services, repo: str, number: int) -> Run | None:
     """The run an issue or pull request comment refers to: the issue's active run, else the
-    pull request's run, else the issue's latest run (a stopped run is retried on its issue)."""
+    pull request's run, else the issue's latest run (a stopped run is retried on its issue).
+    `repo` is the repository's key (`app.runs.repo_key`)."""
     run_id = await svc.store.active_run_id(repo, number)
     if run_id is None:
         value = await svc.redis.get(PR_KEY.format(repo=repo, number=number))

@@ -23,6 +23,7 @@ import orjson
 
 from app.constants import DELIVERY_TTL_SECONDS, EVENT_LOG_KEY, PAYLOAD_KEY
 from app.logs import get_logger
+from app.runs import repo_key
 
 log = get_logger(__name__)
 
@@ -50,6 +51,18 @@ class Event:
     def repo_full_name(self) -> str | None:
         repository = self.payload.get("repository")
         return repository.get("full_name") if isinstance(repository, dict) else None
+
+    @property
+    def repo_id(self) -> int | None:
+        repository = self.payload.get("repository")
+        repo_id = repository.get("id") if isinstance(repository, dict) else None
+        return repo_id if isinstance(repo_id, int) and not isinstance(repo_id, bool) else None
+
+    @property
+    def repo_key(self) -> str | None:
+        """What the repository's runs are found by (`app.runs.repo_key`), None without one."""
+        name = self.repo_full_name
+        return repo_key(self.repo_id, name) if isinstance(name, str) else None
 
 
 Handler = Callable[[dict[str, Any], Event], Awaitable[str]]

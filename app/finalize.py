@@ -53,7 +53,7 @@ async def finalize_run(ctx: dict[str, Any], run_id: str) -> str:
         fresh.pr_opened_at = fresh.pr_opened_at or now
 
     fresh = await svc.store.update(run_id, opened) or run
-    await svc.redis.set(PR_KEY.format(repo=run.repo, number=number), run.id, ex=RUN_RETENTION)
+    await svc.redis.set(PR_KEY.format(repo=run.repo_key, number=number), run.id, ex=RUN_RETENTION)
     if opening:
         await svc.store.log(run.id, "pr", f"draft pull request #{number} is open")
         # The PR body's timeline should include the line above: render once more.

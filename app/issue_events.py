@@ -19,7 +19,7 @@ from app.stopping import abort_steps, stop_run
 
 async def handle_issue(ctx: dict[str, Any], event: Event) -> str:
     svc: Services = ctx["services"]
-    repo = event.repo_full_name
+    repo = event.repo_key
     number = (event.payload.get("issue") or {}).get("number")
     if repo is None or not isinstance(number, int):
         return "ignored: no issue"

@@ -36,7 +36,7 @@ async def handle_pull_request(ctx: dict[str, Any], event: Event) -> str:
     svc: Services = ctx["services"]
     payload = event.payload
     pull = payload.get("pull_request") or {}
-    repo = event.repo_full_name
+    repo = event.repo_key
     if repo is None or "number" not in pull:
         return "ignored: no pull request"
     value = await svc.redis.get(PR_KEY.format(repo=repo, number=pull["number"]))

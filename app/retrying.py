@@ -77,15 +77,15 @@ async def retry(svc: Services, run: Run, author: str, instructions: str,
     if restored:
         await svc.store.log(run.id, "retry", f"branch {run.branch} restored at "
                             f"{(run.head_sha or '')[:7]} for the retry by @{author}")
-    holder = await svc.store.claim_issue(run.repo, run.issue_number, run.id)
+    holder = await svc.store.claim_issue(run.repo_key, run.issue_number, run.id)
     if holder != run.id:
         other = await svc.store.get(holder) if holder else None
         if other is None or other.status.active:
             await answer("confused", f"@{author} run `{holder}` is active on this issue; "
                          "wait for it or `/agent cancel` it first.")
             return "retry refused: another run is active"
-        await svc.store.release_issue(run.repo, run.issue_number, other.id)
-        if await svc.store.claim_issue(run.repo, run.issue_number, run.id) != run.id:
+        await svc.store.release_issue(run.repo_key, run.issue_number, other.id)
+        if await svc.store.claim_issue(run.repo_key, run.issue_number, run.id) != run.id:
             await answer("confused", f"@{author} another run claimed this issue just now.")
             return "retry refused: another run claimed the issue"
 

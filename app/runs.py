@@ -10,6 +10,12 @@ Every write is safe to repeat (jobs run at least once). Keys:
     conductor:runs                 sorted set of run ids by creation time
     conductor:runs:active          sorted set of the runs not ended yet (what reconcile visits)
     conductor:lock:path:{repo}:{branch}:{p}  per-path locks held by running steps (fenced)
+    conductor:repo-id:{owner/name}  a repository's id by the name its runs were started under
+
+`{repo}` is `id:` and the repository's id (`repo_key`): a repository renamed or transferred
+keeps its id, and the webhooks that follow carry the new name, which must still find the runs
+started under the old one. GitHub redirects API and git requests made with the old name, so a
+run goes on using the name it started with.
 
 A run's keys (its record, steps, timeline, usage and model calls) live while it is active and
 for `RUN_RETENTION` seconds after its last write once it has ended: weeks of runs on many
@@ -43,6 +49,7 @@ ATTEMPTS_KEY = "conductor:issue:{repo}#{number}:attempts"
 LATEST_KEY = "conductor:issue:{repo}#{number}:latest"
 COMMIT_KEY = "conductor:commit:{repo}:{sha}"  # a commit on a run's branch -> the run
 COMMIT_TTL = 30 * 24 * 3600
+REPO_ID_KEY = "conductor:repo-id:{name}"
 USAGE_KEY = "conductor:run:{run_id}:usage"  # app.budget
 CALLS_KEY = "conductor:run:{run_id}:calls"  # app.budget
 HOLDS_KEY = "conductor:run:{run_id}:holds"  # app.budget
@@ -72,10 +79,16 @@ class RunStatus(StrEnum):
                             RunStatus.CANCELLED)
 
 
+def repo_key(repo_id: int | None, full_name: str) -> str:
+    """What a repository's keys are named by: its id, else (a run recorded before runs kept
+    the id) its name."""
+    return f"id:{repo_id}" if repo_id else full_name
+
+
 @dataclass
 class Run:
     id: str
-    repo: str  # owner/name
+    repo: str  # owner/name, as it was when the run started
     installation_id: int
     issue_number: int
     issue_title: str
@@ -106,6 +119,11 @@ class Run:
     retries: list[dict[str, Any]] = field(default_factory=list)  # {by, at, instructions}
     check_runs: dict[str, int] = field(default_factory=dict)  # head sha -> Conductor check
     outcome: dict[str, Any] | None = None  # set when the pull request is merged or closed
+    repo_id: int | None = None  # GitHub's id of the repository, which a rename keeps
+
+    @property
+    def repo_key(self) -> str:
+        return repo_key(self.repo_id, self.repo)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -194,8 +212,11 @@ class RunStore:
             pipe.zremrangebyscore(RUNS_INDEX, "-inf", f"({time.time() - RUN_RETENTION}")
             if run.status.active:
                 pipe.zadd(ACTIVE_INDEX, {run.id: run.created_at})
-            pipe.set(LATEST_KEY.format(repo=run.repo, number=run.issue_number), run.id,
+            pipe.set(LATEST_KEY.format(repo=run.repo_key, number=run.issue_number), run.id,
                      ex=RUN_RETENTION)
+            if run.repo_id:
+                pipe.set(REPO_ID_KEY.format(name=run.repo.lower()), run.repo_id,
+                         ex=RUN_RETENTION)
             await pipe.execute()
 
     async def get(self, run_id: str) -> Run | None:
@@ -251,6 +272,11 @@ class RunStore:
                 continue
             runs.append(run)
         return runs
+
+    async def key_for(self, full_name: str) -> str:
+        """The key of the repository whose runs were last started under `full_name`."""
+        repo_id = await self.redis.get(REPO_ID_KEY.format(name=full_name.lower()))
+        return repo_key(int(repo_id) if repo_id else None, full_name)
 
     async def map_commit(self, repo: str, sha: str, run_id: str) -> None:
         """Remember that `sha` is a head of `run_id`'s branch (CI results name commits)."""

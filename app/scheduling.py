@@ -158,7 +158,7 @@ async def _schedule(svc: Services, run_id: str, trigger: str) -> tuple[str, list
                                     "installation's runs are running at once (the limit, "
                                     "CONDUCTOR_INSTALLATION_CONCURRENCY)", step=step_id)
             break
-        fence = await svc.store.lock_paths(run.repo, run.branch,
+        fence = await svc.store.lock_paths(run.repo_key, run.branch,
                                            list(spec.files) or [f"__step__/{step_id}"],
                                            owner, STEP_LOCK_SECONDS)
         if fence is None:

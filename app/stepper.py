@@ -147,7 +147,7 @@ async def _finish(svc: Services, run: Run, record: StepRecord, state: StepState,
     await svc.store.save_step(run.id, record)
     plan = plan_of(run)
     spec = next(s for s in plan.steps if s.id == record.id)
-    await svc.store.unlock_paths(run.repo, run.branch,
+    await svc.store.unlock_paths(run.repo_key, run.branch,
                                  list(spec.files) or [f"__step__/{record.id}"],
                                  step_owner(run.id, record.id))
     await give_back_slot(svc, run.installation_id, step_owner(run.id, record.id))
@@ -499,7 +499,7 @@ async def _push_once(workspace: Workspace, worktree: Path, branch: str, sha: str
 async def _advance_head(svc: Services, run: Run, worktree: Path, sha: str) -> None:
     """Record `sha` as the run's head unless a newer commit already is (under the workspace
     lock, so that parallel steps of this process record their pushes in order)."""
-    await svc.store.map_commit(run.repo, sha, run.id)
+    await svc.store.map_commit(run.repo_key, sha, run.id)
     current = (await svc.store.get(run.id) or run).head_sha
     if current is None or current == sha or await _is_ancestor(worktree, current, sha):
         await svc.store.set_fields(run.id, head_sha=sha)

@@ -51,7 +51,7 @@ async def stop_run(svc: Services, run: Run, status: RunStatus, reason: str, *,
     await svc.store.log(run.id, "stop", f"{status.value}: {reason}")
     async with _unless_unwritable(svc, run, "the tracking comment"):
         await tracking.refresh(svc, run)
-    await svc.store.release_issue(run.repo, run.issue_number, run.id)
+    await svc.store.release_issue(run.repo_key, run.issue_number, run.id)
     log.info("run stopped", run=run.id, status=status.value, reason=reason)
 
 
@@ -122,6 +122,6 @@ async def abort_steps(svc: Services, run: Run) -> int:
             await job.abort(timeout=0)
         aborted += 1
         files = plan_steps.get(record.id, {}).get("files") or [f"__step__/{record.id}"]
-        await svc.store.unlock_paths(run.repo, run.branch, files, f"{run.id}:{record.id}")
+        await svc.store.unlock_paths(run.repo_key, run.branch, files, f"{run.id}:{record.id}")
         await give_back_slot(svc, run.installation_id, f"{run.id}:{record.id}")
     return aborted

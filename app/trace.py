@@ -49,7 +49,8 @@ async def find_run(redis: Any, ref: str) -> str | None:
     store = RunStore(redis)
     match = _ISSUE_REF.match(ref.strip())
     if match:
-        return await store.latest_run_id(match["repo"], int(match["number"]))
+        key = await store.key_for(match["repo"])
+        return await store.latest_run_id(key, int(match["number"]))
     return ref.strip() if await store.get(ref.strip()) is not None else None
 
 

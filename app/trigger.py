@@ -16,7 +16,7 @@ from app.events import Event, record
 from app.logs import get_logger
 from app.permissions import may_steer
 from app.routing import COMMAND, START_RUN
-from app.runs import Run, RunStatus
+from app.runs import Run, RunStatus, repo_key
 from app.services import Services
 
 log = get_logger(__name__)
@@ -129,22 +129,24 @@ async def start_run(ctx: dict[str, Any], event: Event) -> str:
         return f"refused: {labeler} may not trigger runs"
 
     run_id = run_id_for(repo, number, event.delivery_id)
-    holder = await svc.store.claim_issue(repo, number, run_id)
+    key = repo_key(event.repo_id, repo)
+    holder = await svc.store.claim_issue(key, number, run_id)
     if holder != run_id:
         active = await svc.store.get(holder) if holder else None
         # No record yet means the holder's job is still creating it: that run is active.
         if active is None or active.status.active:
             return f"ignored: run {holder} is already active on this issue"
         # The holder ended without releasing its claim; take the issue over.
-        await svc.store.release_issue(repo, number, active.id)
-        if await svc.store.claim_issue(repo, number, run_id) != run_id:
+        await svc.store.release_issue(key, number, active.id)
+        if await svc.store.claim_issue(key, number, run_id) != run_id:
             return "ignored: another run claimed the issue first"
 
     run = await svc.store.get(run_id)
     if run is None:
-        attempt = await svc.store.next_attempt(repo, number)
+        attempt = await svc.store.next_attempt(key, number)
         run = Run(
-            id=run_id, repo=repo, installation_id=installation_id, issue_number=number,
+            id=run_id, repo=repo, repo_id=event.repo_id, installation_id=installation_id,
+            issue_number=number,
             issue_title=str(issue.get("title") or ""), triggered_by=labeler,
             trigger_delivery=event.delivery_id, attempt=attempt,
             branch=branch_name(number, str(issue.get("title") or ""), attempt),

@@ -100,7 +100,7 @@ async def ci_event(ctx: dict[str, Any], event: Event) -> str:
     """A check suite, check run, workflow run or status for some commit: if it is the commit
     a run waits on, note the time and look again once the settle window has passed."""
     svc: Services = ctx["services"]
-    repo = event.repo_full_name
+    repo = event.repo_key
     sha = commit_of(event.name, event.payload)
     if repo is None or sha is None:
         return "ignored: no commit in the event"
@@ -489,14 +489,14 @@ async def pushed_by_person(svc: Services, run: Run, sha: str, who: str | None, *
     bot). The branch's head as GitHub has it now decides, not the event: a force-push can
     reset the branch to a commit the run pushed earlier, and events come out of order.
     `head`: that head, when the caller has just read it."""
-    await svc.store.map_commit(run.repo, sha, run.id)
+    await svc.store.map_commit(run.repo_key, sha, run.id)
     head = head or await branch_head(svc, run, run.branch)
     if head is None:
         return f"ignored: {run.branch} is gone"  # GitHub closes the pull request
     if head == run.head_sha:
         return "already known"
     if head != sha:
-        await svc.store.map_commit(run.repo, head, run.id)
+        await svc.store.map_commit(run.repo_key, head, run.id)
         sha = head
     await svc.store.set_fields(run.id, head_sha=sha)
     what = f"@{who} pushed {sha[:7]} to {run.branch}" if who else \

@@ -72,7 +72,7 @@ async def test_a_path_held_on_the_runs_own_branch_still_makes_the_step_wait(
     # A step of an earlier attempt on this branch that has not let go of the file yet
     # (its job still unwinding): the new step must not edit the file beside it.
     run = await running_run(svc, "acme/widgets", 3, ["widgets/core.py"])
-    assert await svc.store.lock_paths(run.repo, run.branch, ["widgets/core.py"],
+    assert await svc.store.lock_paths(run.repo_key, run.branch, ["widgets/core.py"],
                                       "older-run:edit", 60) is not None
 
     await schedule_run({"services": svc}, run.id, "plan")
@@ -89,9 +89,9 @@ async def test_repositories_with_one_name_under_two_owners_do_not_share_locks(
     second = await running_run(svc, "beta/widgets", 1, ["widgets/core.py"])
     assert first.branch == second.branch  # issue #1 with the same title in both
 
-    assert await svc.store.lock_paths(first.repo, first.branch, ["widgets/core.py"],
+    assert await svc.store.lock_paths(first.repo_key, first.branch, ["widgets/core.py"],
                                       f"{first.id}:edit", 60) is not None
-    assert await svc.store.lock_paths(second.repo, second.branch, ["widgets/core.py"],
+    assert await svc.store.lock_paths(second.repo_key, second.branch, ["widgets/core.py"],
                                       f"{second.id}:edit", 60) is not None
 
 
@@ -110,7 +110,7 @@ async def test_cancelling_one_run_aborts_all_its_steps_and_none_of_another_runs(
     aborting = {k.decode() for k in await svc.redis.zrange("arq:abort", 0, -1)}
     assert aborting == {f"step:{cancelled.id}:edit:1", f"step:{cancelled.id}:edit2:1"}
     # The cancelled run's files are free on its branch; the other run's step keeps its own.
-    assert await svc.store.lock_paths(cancelled.repo, cancelled.branch, ["widgets/util.py"],
+    assert await svc.store.lock_paths(cancelled.repo_key, cancelled.branch, ["widgets/util.py"],
                                       f"{cancelled.id}:later", 60) is not None
-    assert await svc.store.lock_paths(other.repo, other.branch, ["widgets/core.py"],
+    assert await svc.store.lock_paths(other.repo_key, other.branch, ["widgets/core.py"],
                                       f"{other.id}:later", 60) is None

@@ -98,7 +98,7 @@ async def test_a_run_whose_installation_was_suspended_stops_saying_so(
     assert "reinstall" in fresh.stop_reason and "/agent retry" in fresh.stop_reason
     notes = [e["message"] for e in await svc.store.timeline(run.id)]
     assert any(n.startswith("could not write the stop notice") for n in notes)
-    assert await svc.store.active_run_id(REPO, run.issue_number) is None
+    assert await svc.store.active_run_id(run.repo_key, run.issue_number) is None
 
 
 async def test_a_refused_pull_request_says_what_github_said(env: Env, svc: Services) -> None:

@@ -48,11 +48,11 @@ async def verifying(env: Env, svc: Services) -> Run:
     first = bot_commit(env, run, "a", {"widgets/a.py": "A = 1\n"})
     second = bot_commit(env, run, "b", {"widgets/b.py": "B = 2\n"})
     for sha in (first, second):
-        await svc.store.map_commit(REPO, sha, run.id)
+        await svc.store.map_commit(run.repo_key, sha, run.id)
     run = await svc.store.set_fields(run.id, base_sha=base, head_sha=second,
                                      status=RunStatus.VERIFYING) or run
     number, url = await upsert_pull_request(svc, run)
-    await svc.redis.set(PR_KEY.format(repo=REPO, number=number), run.id)
+    await svc.redis.set(PR_KEY.format(repo=run.repo_key, number=number), run.id)
     run = await svc.store.set_fields(run.id, pr_number=number, pr_url=url) or run
     await verify.begin(svc, run.id)
     return await svc.store.get(run.id) or run
@@ -169,7 +169,7 @@ async def test_closing_or_merging_the_pr_before_ci_finishes_ends_the_run(
     env.state.create_status(REPO, run.head_sha, "success", "test")
     assert (await evaluate(svc, run, run.head_sha)).startswith("stale")
     assert DONE_LABEL not in labels(env, run.issue_number)
-    assert await svc.store.active_run_id(REPO, run.issue_number) is None
+    assert await svc.store.active_run_id(run.repo_key, run.issue_number) is None
 
 
 async def test_deleting_the_branch_ends_the_run_and_retry_restores_it_and_reopens_the_pr(
@@ -184,7 +184,7 @@ async def test_deleting_the_branch_ends_the_run_and_retry_restores_it_and_reopen
     assert ended.status is RunStatus.CANCELLED
     assert ended.stop_reason == "the pull request was closed by @alice"
     assert ended.outcome is not None and ended.outcome["merged"] is False
-    assert await svc.store.active_run_id(REPO, run.issue_number) is None
+    assert await svc.store.active_run_id(run.repo_key, run.issue_number) is None
 
     answer = Answers()
     outcome = await retry(svc, ended, "alice", "", answer)

@@ -31,15 +31,16 @@ BOUNDED = {
 
 
 def make_run(i: int, created_at: float) -> Run:
-    return Run(id=f"shop-{i}-1-abcdef", repo="acme/shop", installation_id=1, issue_number=i,
+    return Run(id=f"shop-{i}-1-abcdef", repo="acme/shop", repo_id=900 + i % 3,
+               installation_id=1, issue_number=i,
                issue_title="t", triggered_by="alice", trigger_delivery=f"d-{i}", attempt=1,
                branch=f"conductor/issue-{i}-t", created_at=created_at)
 
 
 async def _a_run_from_start_to_end(store: RunStore, redis: Any, run: Run,
                                    end: RunStatus) -> None:
-    await store.next_attempt(run.repo, run.issue_number)
-    assert await store.claim_issue(run.repo, run.issue_number, run.id) == run.id
+    await store.next_attempt(run.repo_key, run.issue_number)
+    assert await store.claim_issue(run.repo_key, run.issue_number, run.id) == run.id
     await store.create(run)
     await store.set_fields(run.id, status=RunStatus.RUNNING)
     await store.init_steps(run.id, ["a", "b"])
@@ -51,12 +52,13 @@ async def _a_run_from_start_to_end(store: RunStore, redis: Any, run: Run,
     token = await store.lock_run(run.id)
     assert token is not None
     await store.unlock_run(run.id, token)
-    assert await store.lock_paths(run.repo, run.branch, ["a.py"], f"{run.id}:a", 3600) is not None
-    await store.unlock_paths(run.repo, run.branch, ["a.py"], f"{run.id}:a")
-    await store.map_commit(run.repo, "f" * 40, run.id)
+    fence = await store.lock_paths(run.repo_key, run.branch, ["a.py"], f"{run.id}:a", 3600)
+    assert fence is not None
+    await store.unlock_paths(run.repo_key, run.branch, ["a.py"], f"{run.id}:a")
+    await store.map_commit(run.repo_key, "f" * 40, run.id)
     await store.set_fields(run.id, status=end, stop_reason="test")
     await store.log(run.id, "stop", f"{end.value}: test")
-    await store.release_issue(run.repo, run.issue_number, run.id)
+    await store.release_issue(run.repo_key, run.issue_number, run.id)
 
 
 async def test_runs_and_deliveries_leave_only_expiring_or_bounded_keys(

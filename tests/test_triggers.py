@@ -17,10 +17,11 @@ from app.issue_events import handle_issue
 from app.planning import issue_context, retry_notes
 from app.redis import RedisProcess
 from app.routing import Identity, route
-from app.runs import Run, RunStatus
+from app.runs import Run, RunStatus, repo_key
 from app.services import Services
 from app.settings import Settings
 from app.stopping import give_up_run, stop_run
+from app.trace import find_run
 from app.trigger import start_run
 from tests.conftest import services_for
 from tests.emulators.github.testing import Env, running_emulator
@@ -105,7 +106,8 @@ def reactions(env: Env, number: int) -> list[str]:
 async def started(env: Env, svc: Services, title: str = "Add sub") -> Run:
     issue = env.state.as_user("alice").open_issue(REPO, title, "Please add sub(a, b).")
     assert (await label(env, svc, issue.number)).endswith("started")
-    run = await svc.store.get(await svc.store.active_run_id(REPO, issue.number) or "")
+    run_id = await svc.store.active_run_id(repo_key(env.repo.id, REPO), issue.number)
+    run = await svc.store.get(run_id or "")
     assert run is not None
     return run
 
@@ -130,7 +132,7 @@ async def test_retry_on_the_issue_of_a_stopped_run_retries_it(
     fresh = await svc.store.get(run.id)
     assert fresh is not None and fresh.status is RunStatus.PLANNING
     assert fresh.retries[0]["instructions"] == "keep it small"
-    assert await svc.store.active_run_id(REPO, run.issue_number) == run.id
+    assert await svc.store.active_run_id(run.repo_key, run.issue_number) == run.id
 
 
 async def test_approve_on_the_issue_of_a_finished_run_says_what_it_is(
@@ -150,7 +152,8 @@ async def test_labeling_again_after_a_run_ended_starts_one_new_run(
     alice = env.state.as_user("alice")
     alice.remove_label(REPO, run.issue_number, LABEL)
     assert (await label(env, svc, run.issue_number)).endswith("started")
-    second = await svc.store.get(await svc.store.active_run_id(REPO, run.issue_number) or "")
+    second_id = await svc.store.active_run_id(run.repo_key, run.issue_number)
+    second = await svc.store.get(second_id or "")
     assert second is not None and second.id != run.id
     assert (second.attempt, second.branch) == (2, run.branch + "-2")
     # Labeling once more while it is active starts nothing.
@@ -321,7 +324,7 @@ async def test_closing_the_issue_before_the_pull_request_stops_the_run(
     assert fresh is not None and fresh.status is RunStatus.CANCELLED
     tracking = bot_comments(env, run.issue_number)[0]
     assert f"**Cancelled**: issue #{run.issue_number} was closed by" in tracking
-    assert await svc.store.active_run_id(REPO, run.issue_number) is None
+    assert await svc.store.active_run_id(run.repo_key, run.issue_number) is None
 
 
 async def test_closing_the_issue_of_a_run_with_a_pull_request_leaves_it_to_the_pr(
@@ -347,7 +350,7 @@ async def test_a_deleted_or_transferred_issue_stops_its_run(
     assert (await issue_event(env, svc, run, action)).startswith(f"stopped run {run.id}")
     fresh = await svc.store.get(run.id)
     assert fresh is not None and fresh.status is RunStatus.CANCELLED
-    assert await svc.store.active_run_id(REPO, run.issue_number) is None
+    assert await svc.store.active_run_id(run.repo_key, run.issue_number) is None
     notes = [e["message"] for e in await svc.store.timeline(run.id) if e["kind"] == "github"]
     assert notes == [f"could not write the tracking comment on issue #{run.issue_number}: "
                      f"GitHub answered {status}"]
@@ -362,7 +365,7 @@ async def test_a_run_whose_issue_vanished_still_stops_when_its_job_gives_up(
     await give_up_run(svc, run.id, "planning failed: RequestFailed 410")
     fresh = await svc.store.get(run.id)
     assert fresh is not None and fresh.status is RunStatus.NEEDS_HUMAN
-    assert await svc.store.active_run_id(REPO, run.issue_number) is None
+    assert await svc.store.active_run_id(run.repo_key, run.issue_number) is None
     notes = [e["message"] for e in await svc.store.timeline(run.id) if e["kind"] == "github"]
     assert [n.split(" on issue")[0] for n in notes] == [
         "could not write the stop notice", "could not write the tracking comment"]
@@ -414,9 +417,42 @@ async def test_a_label_whose_handling_fails_for_good_is_answered_and_logged(
     assert "delivery `d-failing`" in reply
     [logged] = [e for e in await recent_events(svc.redis) if e["delivery"] == "d-failing"]
     assert logged["outcome"].startswith("failed: GitHub answered 403")
-    assert await svc.store.active_run_id(REPO, issue.number) is None
+    assert await svc.store.active_run_id(repo_key(env.repo.id, REPO), issue.number) is None
 
     # The job runs again (arq runs a job at least once): still one reply.
     with pytest.raises(Exception):  # noqa: B017
         await handle_event(ctx, "d-failing", "issues", "start_run", payload)
     assert len(bot_comments(env, issue.number)) == 1
+
+
+def as_renamed(payload: dict[str, Any], full_name: str, repo_id: int | None = None
+               ) -> dict[str, Any]:
+    """`payload` as GitHub sends it once the repository is called `full_name` (same id unless
+    `repo_id` is given: another repository that took the name)."""
+    repository = {**payload["repository"], "full_name": full_name,
+                  "name": full_name.split("/", 1)[1]}
+    if repo_id is not None:
+        repository["id"] = repo_id
+    return {**payload, "repository": repository}
+
+
+async def test_a_renamed_repository_finds_its_runs_and_a_new_one_with_the_old_name_does_not(
+    env: Env, svc: Services
+) -> None:
+    run = await started(env, svc)
+    env.state.as_user("maggie").close_issue(REPO, run.issue_number, reason="not_planned")
+    closed = last_event(env, "issues", "closed")
+
+    # Another repository that took the old name has its own issue with that number.
+    outcome = await deliver(env, svc, "issues", as_renamed(closed, REPO, env.repo.id + 1000))
+    assert outcome == "ignored: no active run on the issue"
+    fresh = await svc.store.get(run.id)
+    assert fresh is not None and fresh.status.active
+
+    # The run's own repository, renamed: its webhooks carry the new name and the same id.
+    outcome = await deliver(env, svc, "issues", as_renamed(closed, "acme/gadgets"))
+    assert outcome.startswith(f"stopped run {run.id}: issue #{run.issue_number} was closed")
+    fresh = await svc.store.get(run.id)
+    assert fresh is not None and fresh.status is RunStatus.CANCELLED
+    # `conductor trace acme/widgets#N` still names it: runs are found by the name they began as.
+    assert await find_run(svc.redis, f"{REPO}#{run.issue_number}") == run.id
