@@ -28,6 +28,7 @@ from . import (
 from .errors import ApiError
 from .faults import FaultMiddleware
 from .httputil import error_response
+from .moved import MovedMiddleware
 from .ratelimit import RateLimitMiddleware
 from .state import GitHubState
 
@@ -71,6 +72,7 @@ def create_app(state: GitHubState) -> Starlette:
         middleware=[
             Middleware(RateLimitMiddleware, state=state),
             Middleware(FaultMiddleware, state=state),
+            Middleware(MovedMiddleware, state=state),
         ],
         exception_handlers={HTTPException: http_error},
     )

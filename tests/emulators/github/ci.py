@@ -121,7 +121,7 @@ class CIRunner:
         self.keep_workspaces = keep_workspaces
         self.results: list[CIResult] = []
         self._workers = workers
-        self._configs: dict[str, CIConfig] = {}
+        self._configs: dict[int, CIConfig] = {}  # by repository id, which a rename keeps
         self._runs_per_sha: dict[tuple[int, str], int] = {}
         self._cond = threading.Condition()
         self._pending = 0
@@ -157,14 +157,19 @@ class CIRunner:
             env=dict(env or {}),
         )
         with self._cond:
-            self._configs[record.full_name.lower()] = config
+            self._configs[record.id] = config
         return config
 
     def configured(self, repo: Repo | str) -> CIConfig | None:
         """The configuration set for ``repo`` (mode ``none`` included), if any."""
-        name = repo.full_name if isinstance(repo, Repo) else repo
+        if not isinstance(repo, Repo):
+            owner, _, name = repo.partition("/")
+            found = self.state.find_repo(owner, name)
+            if found is None:
+                return None
+            repo = found
         with self._cond:
-            return self._configs.get(name.lower())
+            return self._configs.get(repo.id)
 
     def config_for(self, repo: Repo | str) -> CIConfig | None:
         """The configuration CI runs with, or ``None`` when the repository has no CI."""

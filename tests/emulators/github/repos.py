@@ -127,6 +127,37 @@ class ReposMixin(Store):
                 )
             return repo
 
+    def rename_repo(self, repo: Repo | str, new_name: str, *, by: str | None = None) -> Repo:
+        """Rename ``repo`` within its owner, as its settings page does: the id stays, the git
+        repository moves, and the old name answers with redirects (301 for GET and HEAD, 307
+        otherwise, to ``/repositories/{id}/...``; git to the new URL) until a repository takes
+        it. Sends ``repository.renamed`` to Apps subscribed to ``repository``."""
+        from .payloads import envelope
+
+        if not new_name or "/" in new_name:
+            raise ValueError("new_name is the repository's name without its owner")
+        with self.transaction():
+            repo = self.resolve_repo(repo)
+            old_name = repo.name
+            if self.find_repo(repo.owner, new_name) not in (None, repo):
+                raise validation_failed(
+                    {"resource": "Repository", "code": "custom", "field": "name",
+                     "message": "name already exists on this account"}
+                )
+            old_path = self.repo_path(repo)
+            old_full = repo.full_name
+            repo.name = new_name
+            repo.updated_at = self.now()
+            if old_path != self.repo_path(repo):
+                old_path.rename(self.repo_path(repo))
+            self.moved[old_full.lower()] = repo.id
+            self.moved.pop(repo.full_name.lower(), None)
+            self.emit("repository", envelope(
+                self, repo, by or repo.owner, "renamed",
+                changes={"repository": {"name": {"from": old_name}}},
+            ))
+            return repo
+
     def set_collaborator(self, repo: Repo | str, login: str, role: str) -> None:
         """Give ``login`` a role on ``repo`` (``"none"`` removes it)."""
         if role not in ROLES:

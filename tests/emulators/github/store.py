@@ -117,6 +117,9 @@ class Store:
         self.faults: dict[int, Fault] = {}
         self.manifest_codes: dict[str, ManifestCode] = {}
         self.oauth_codes: dict[str, OAuthCode] = {}
+        # Names repositories had before a rename ("owner/name", lowercased) -> repository id,
+        # which the API and git redirect to the repository's current name.
+        self.moved: dict[str, int] = {}
 
         # Not persisted: observers and logs of this process.
         self.subscribers: list[EventSubscriber] = []
@@ -269,6 +272,7 @@ class Store:
                 name: [dataclasses.asdict(r) for r in getattr(self, name).values()]
                 for name in COLLECTIONS
             }
+            data["moved"] = self.moved
             data["settings"] = {
                 "base_url": self.base_url,
                 "clock_offset": self.clock_offset,
@@ -290,6 +294,7 @@ class Store:
         for name, (cls, key) in COLLECTIONS.items():
             records = [cls(**item) for item in data.get(name, [])]
             setattr(self, name, {getattr(r, key): r for r in records})
+        self.moved = dict(data.get("moved", {}))
         settings = data.get("settings", {})
         self.base_url = settings.get("base_url", self.base_url)
         self.clock_offset = settings.get("clock_offset", 0.0)
@@ -311,6 +316,14 @@ class Store:
             if repo.full_name.lower() == full:
                 return repo
         return None
+
+    def find_moved(self, owner: str, name: str) -> Repo | None:
+        """The repository once called ``owner/name`` and renamed since, if it still exists
+        and nothing has taken the name over."""
+        if self.find_repo(owner, name) is not None:
+            return None
+        repo_id = self.moved.get(f"{owner}/{name}".lower())
+        return self.repos.get(repo_id) if repo_id is not None else None
 
     def get_repo(self, owner: str, name: str) -> Repo:
         repo = self.find_repo(owner, name)
