@@ -23,7 +23,7 @@ import orjson
 
 from app.constants import DELIVERY_TTL_SECONDS, EVENT_LOG_KEY, PAYLOAD_KEY
 from app.logs import get_logger
-from app.runs import repo_key
+from app.runs import REPO_ID_KEY, RUN_RETENTION, repo_key
 
 log = get_logger(__name__)
 
@@ -84,6 +84,9 @@ async def record(redis: Any, event: Event, outcome: str) -> None:
     async with redis.pipeline(transaction=True) as pipe:
         pipe.lpush(EVENT_LOG_KEY, entry)
         pipe.ltrim(EVENT_LOG_KEY, 0, EVENT_LOG_LENGTH - 1)
+        if event.repo_id and event.repo_full_name:  # a renamed repository's new name
+            pipe.set(REPO_ID_KEY.format(name=event.repo_full_name.lower()), event.repo_id,
+                     ex=RUN_RETENTION)
         await pipe.execute()
 
 

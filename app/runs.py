@@ -10,10 +10,11 @@ Every write is safe to repeat (jobs run at least once). Keys:
     conductor:runs                 sorted set of run ids by creation time
     conductor:runs:active          sorted set of the runs not ended yet (what reconcile visits)
     conductor:lock:path:{repo}:{branch}:{p}  per-path locks held by running steps (fenced)
-    conductor:repo-id:{owner/name}  a repository's id by the name its runs were started under
+    conductor:repo-id:{owner/name}  a repository's id by each name it has had since its runs began
+                                   (as runs start and events arrive), for `conductor trace`
 
-`{repo}` is `id:` and the repository's id (`repo_key`): a repository renamed or transferred
-keeps its id, and the webhooks that follow carry the new name, which must still find the runs
+`{repo}` is `id:` and the repository's id (`repo_key`): a repository renamed keeps
+its id, and the webhooks that follow carry the new name, which must still find the runs
 started under the old one. GitHub redirects API and git requests made with the old name, so a
 run goes on using the name it started with.
 
@@ -274,7 +275,8 @@ class RunStore:
         return runs
 
     async def key_for(self, full_name: str) -> str:
-        """The key of the repository whose runs were last started under `full_name`."""
+        """The key of the repository last seen under `full_name` (its runs are found by it
+        after a rename too), else the name's own key."""
         repo_id = await self.redis.get(REPO_ID_KEY.format(name=full_name.lower()))
         return repo_key(int(repo_id) if repo_id else None, full_name)
 

@@ -12,7 +12,7 @@ from githubkit import GitHub, TokenAuthStrategy
 
 from app.agent import untrusted
 from app.commands import handle_command
-from app.events import Event
+from app.events import Event, dispatch
 from app.issue_events import handle_issue
 from app.planning import issue_context, retry_notes
 from app.redis import RedisProcess
@@ -72,7 +72,8 @@ async def deliver(env: Env, svc: Services, name: str, payload: dict[str, Any]) -
     handlers = {"start_run": start_run, "command": handle_command, "issue": handle_issue}
     event = Event(delivery_id=f"d-{next(_deliveries):06d}", name=name, kind=decision.kind,
                   payload=payload)
-    return await handlers[decision.kind]({"services": svc}, event)
+    ctx = {"services": svc, "redis": svc.redis, "handlers": handlers}
+    return await dispatch(ctx, event)
 
 
 def bot_comments(env: Env, number: int) -> list[str]:
@@ -454,5 +455,7 @@ async def test_a_renamed_repository_finds_its_runs_and_a_new_one_with_the_old_na
     assert outcome.startswith(f"stopped run {run.id}: issue #{run.issue_number} was closed")
     fresh = await svc.store.get(run.id)
     assert fresh is not None and fresh.status is RunStatus.CANCELLED
-    # `conductor trace acme/widgets#N` still names it: runs are found by the name they began as.
-    assert await find_run(svc.redis, f"{REPO}#{run.issue_number}") == run.id
+    # `conductor trace` finds it by the new name; the old name now means the repository that
+    # took it, which has no run.
+    assert await find_run(svc.redis, f"acme/gadgets#{run.issue_number}") == run.id
+    assert await find_run(svc.redis, f"{REPO}#{run.issue_number}") is None

@@ -1,5 +1,5 @@
 """Repositories that are not the usual shape: another default branch, no commits at all,
-Windows line endings, files that a step deletes and renames."""
+Windows line endings, files that a step deletes and renames, a repository renamed mid-run."""
 
 from __future__ import annotations
 
@@ -10,13 +10,16 @@ from tests.e2e.support import (
     only_run,
     plan,
     pull_requests,
+    reviews_accept,
     run_in,
     step,
     steps,
     submits,
+    timeline,
+    writes,
 )
 from tests.emulators.anthropic_api import Match, use_tool
-from tests.emulators.harness import PROJECT_FILES, Stack
+from tests.emulators.harness import PROJECT_FILES, REPO, Stack
 
 
 def test_a_repository_whose_default_branch_is_trunk_gets_a_pull_request_against_trunk(
@@ -95,3 +98,39 @@ def test_a_step_that_edits_crlf_lines_deletes_and_renames_files_is_committed_who
         b"@echo off\r\necho building\r\necho testing\r\necho done\r\n")
     renames = git.out("diff", "--find-renames", "--name-status", f"{run['base_sha']}..{branch}")
     assert "R100\tdocs/old notes.md\tdocs/notes.md" in renames
+
+
+def test_a_repository_renamed_while_its_run_waits_keeps_the_run_to_the_end(
+        make_stack: Callable[..., Stack]) -> None:
+    # The rename comes while the plan waits for approval: the approval, the CI results and the
+    # pull request's events all arrive under the new name; the run, which started under the
+    # old one, goes on calling GitHub by it and GitHub redirects.
+    files = {**PROJECT_FILES, ".github/conductor.yml": "limits:\n  approval_steps: 1\n"}
+    the_plan = plan(step("a", "implementer", "Add a", ["widgets/a.py"]),
+                    step("b", "implementer", "Add b", ["widgets/b.py"]))
+    script = [submits(the_plan), reviews_accept(),
+              *writes("a", "widgets/a.py", "A = 1\n"), *writes("b", "widgets/b.py", "B = 1\n")]
+    stack = make_stack(files=files, script=script, env={"CONDUCTOR_CI_SETTLE_SECONDS": "1"})
+    number = stack.label_issue("Add a and b", "")
+    stack.wait_for(lambda: run_in(stack, "awaiting_approval"), 60, "the plan to wait")
+
+    stack.state.rename_repo(REPO, "gadgets", by="alice")
+    stack.state.as_user("alice").comment("acme/gadgets", number, "/agent approve")
+    run = stack.wait_for(lambda: run_in(stack, "done", "needs_human", "failed"), 120,
+                         "the approved run to end")
+    assert run["status"] == "done", run.get("stop_reason")
+    assert run["repo"] == REPO  # as it began
+
+    [pull] = pull_requests(stack)
+    assert not pull.draft and pull.head_ref == run["branch"]
+    assert [a["verdict"] for a in run["ci"]] == ["green"]
+    git = stack.state.git(stack.repo)
+    assert git.out("rev-parse", f"refs/heads/{run['branch']}").strip() == run["head_sha"]
+    redirected = {r.status for r in stack.state.requests if r.path.startswith(f"/repos/{REPO}/")}
+    assert {301, 307} <= redirected  # reads and writes both went by the old name
+    assert any("approved by @alice" in e["message"] for e in timeline(stack, run["id"]))
+
+    stack.state.as_user("alice").merge_pull("acme/gadgets", pull.number)
+    outcome = stack.wait_for(lambda: (run_in(stack, "done") or {}).get("outcome"), 30,
+                             "the merge to be recorded")
+    assert outcome["merged"] is True and outcome["by"] == "alice"
