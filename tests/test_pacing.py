@@ -219,10 +219,11 @@ async def test_a_burst_of_writes_from_many_workers_waits_its_turn_instead_of_fai
     path = f"/repos/{REPO}/issues/{number}/comments"
     times = sorted(r.at for r in env.state.requests if r.method == "POST" and r.path == path)
     gaps = sorted(later - earlier for earlier, later in itertools.pairwise(times))
-    # Slots are taken 0.3 s apart, so a second holds about three. A request can reach GitHub a
-    # little later than its slot (the first of a connection does, and a loaded machine delays
-    # any of them), so two arrivals may come close together; what must never happen is a
-    # burst, more writes in some second than pacing allows plus that jitter.
-    assert times[-1] - times[0] >= 23 * 0.29 and gaps[len(gaps) // 2] >= 0.29
+    # Slots are taken 0.3 s apart: 6.9 s from the first to the last, about three a second. A
+    # request can reach GitHub later than its slot (the first of a connection does, and a
+    # machine busy with other tests delays any of them by a few tenths), so the span may come
+    # out shorter and two arrivals close together; what must never happen is a burst (without
+    # pacing all 24 arrive within a second), more writes in some second than pacing allows.
+    assert times[-1] - times[0] >= 23 * 0.3 - 1.0 and gaps[len(gaps) // 2] >= 0.25
     densest = max(bisect.bisect_right(times, start + 1.0) - i for i, start in enumerate(times))
     assert densest <= 5
