@@ -20,6 +20,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import secrets
 import statistics
 import time
@@ -63,7 +64,10 @@ STATE_COOKIE = "conductor_sign_in"
 SESSION_KEY = "conductor:dashboard:session:{digest}"
 SESSION_SECONDS = 8 * 3600
 STATE_SECONDS = 600
-RECENT_RUNS = 200
+RECENT_RUNS = 200  # runs a page of the list shows at most
+# Runs one page of the list looks through for those the person may see, before it offers the
+# next page instead: someone who sees one repository among many still gets an answer promptly.
+SCAN_RUNS = 2000
 PERMISSION_CHECKS_AT_ONCE = 4
 # The REST field `permission` folds maintain into write and triage into read.
 LEVELS = ("read", "write", "admin")
@@ -218,21 +222,68 @@ async def runs_page(request: Request) -> Response:
     login = await _signed_in(dash, request)
     if login is None:
         return _sign_in_redirect(request)
-    runs = await RunStore(dash.redis).recent(RECENT_RUNS)
-    visible, unknown = await _visible_repos(dash, runs, login)
-    runs = [run for run in runs if run.repo in visible]
+    try:
+        before = _before(request.query_params.get("before"))
+    except ValueError:
+        return _message(400, "Not a page of runs",
+                        "The link asks for the runs before a time, and what it gives is not "
+                        "one. Start again from the latest runs.", login=login,
+                        link=(PREFIX, "Latest runs"))
     wanted = request.query_params.get("repo")
-    if wanted:
-        runs = [run for run in runs if run.repo.lower() == wanted.lower()]
+    runs, repos, unknown, older = await _runs_for(dash, login, wanted, before)
     totals: dict[str, UsageTotal] = {}
     for run in runs:
         totals[run.id] = (await usage_totals(dash.redis, run.id)).overall
     metrics = outcome_metrics(runs, {run_id: t.cost_usd for run_id, t in totals.items()})
+    here = {"repo": wanted} if wanted else {}
     return _page("runs", login=login, runs=runs,
                  permission=dash.settings.conductor_dashboard_permission, totals=totals,
-                 metrics=metrics,
-                 repos=sorted(visible), repo=wanted, unknown=unknown, recent=RECENT_RUNS,
+                 metrics=metrics, repos=sorted(repos), repo=wanted, unknown=unknown,
+                 recent=RECENT_RUNS, paged=before is not None,
+                 first_page=f"{PREFIX}?{urlencode(here)}" if here else PREFIX,
+                 older_page=f"{PREFIX}?{urlencode({**here, 'before': repr(older)})}"
+                 if older is not None else None,
                  when=_when, duration=_duration, web_url=dash.web_url)
+
+
+def _before(value: str | None) -> float | None:
+    """The `before` of a page link: a run's creation time, None without one; ValueError for
+    anything else."""
+    if value is None:
+        return None
+    moment = float(value)
+    if not math.isfinite(moment) or moment <= 0:
+        raise ValueError(value)
+    return moment
+
+
+async def _runs_for(dash: Dashboard, login: str, wanted: str | None, before: float | None
+                    ) -> tuple[list[Run], set[str], list[str], float | None]:
+    """Up to RECENT_RUNS runs created before `before`, newest first, in repositories `login`
+    may read (and only `wanted`, if given); the readable repositories met on the way, those
+    GitHub would not say about, and the `before` of the next page (None: nothing older)."""
+    store = RunStore(dash.redis)
+    shown: list[Run] = []
+    repos: set[str] = set()
+    unknown: list[str] = []
+    looked, cursor = 0, before
+    while True:
+        batch, older = await store.page(RECENT_RUNS, before=cursor)
+        looked += RECENT_RUNS
+        visible, missing = await _visible_repos(dash, batch, login)
+        repos |= visible
+        unknown += [item for item in missing if item not in unknown]
+        for run in batch:
+            if run.repo in visible and (not wanted or run.repo.lower() == wanted.lower()):
+                shown.append(run)
+                if len(shown) == RECENT_RUNS:
+                    # The next page starts after the last run shown, not the last one read.
+                    return shown, repos, unknown, run.created_at
+        if older is None:
+            return shown, repos, unknown, None
+        if looked >= SCAN_RUNS:
+            return shown, repos, unknown, older
+        cursor = older
 
 
 async def run_page(request: Request) -> Response:

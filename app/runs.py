@@ -259,9 +259,18 @@ class RunStore:
         return await self.update(run_id, change)
 
     async def recent(self, count: int = 50) -> list[Run]:
-        ids = await self.redis.zrevrange(RUNS_INDEX, 0, count - 1)
-        runs = [await self.get(_s(i)) for i in ids]
-        return [r for r in runs if r is not None]
+        return (await self.page(count))[0]
+
+    async def page(self, count: int, before: float | None = None
+                   ) -> tuple[list[Run], float | None]:
+        """Up to `count` runs created before `before` (or the latest), newest first, and the
+        creation time to ask for the next page with, None when there are no older runs."""
+        top = "+inf" if before is None else f"({before!r}"
+        entries = await self.redis.zrevrangebyscore(RUNS_INDEX, top, "-inf", start=0, num=count,
+                                                    withscores=True)
+        runs = [await self.get(_s(run_id)) for run_id, _ in entries]
+        older = float(entries[-1][1]) if len(entries) == count else None
+        return [r for r in runs if r is not None], older
 
     async def active(self) -> list[Run]:
         """Every run that has not ended, oldest first."""

@@ -4,6 +4,8 @@ repository, the pages served by the real web app on uvicorn with a real Redis.""
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from app import dashboard
 from app.dashboard import SESSION_COOKIE, _safe_next, outcome_metrics
 from app.redis import RedisProcess
 from app.runs import Run, RunStatus, RunStore
@@ -178,6 +181,49 @@ def test_outcome_metrics() -> None:
     assert dict(metrics["by_status"]) == {"done": 2, "needs_human": 1, "failed": 1}
     empty = outcome_metrics([], {})
     assert empty["merge_rate"] is None and empty["cost_per_run_usd"] is None
+
+
+async def test_runs_past_a_page_are_reached_by_older_links_and_hidden_ones_never_shown(
+    env: Env, browser: httpx.Client, redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dashboard, "RECENT_RUNS", 4)  # the page in the web app reads it
+    monkeypatch.setattr(dashboard, "SCAN_RUNS", 12)
+    store = RunStore(redis)
+    # Newest first: seven widgets runs with a stretch of fourteen secret ones among them.
+    repos = ["acme/widgets"] * 5 + ["acme/secret"] * 14 + ["acme/widgets"] * 2
+    for age, repo in enumerate(repos):
+        await store.create(Run(id=f"run-{age:02d}", repo=repo, installation_id=env.installation.id,
+                               issue_number=100 + age, issue_title=f"issue {age}",
+                               triggered_by="alice", trigger_delivery=f"d-{age}", attempt=1,
+                               branch="b", created_at=1796000000.0 - age * 60))
+    sign_in(browser, env, "rita")  # reads acme/widgets, not acme/secret
+
+    def shown(page: httpx.Response) -> list[str]:
+        assert page.status_code == 200, page.text
+        assert "acme/secret" not in page.text
+        return re.findall(r">(run-\d\d)</a>", page.text)
+
+    def older(page: httpx.Response) -> str | None:
+        match = re.search(r'<a href="([^"]+)">Older runs</a>', page.text)
+        return html.unescape(match[1]) if match else None
+
+    first = browser.get("/dashboard")
+    assert shown(first) == ["run-00", "run-01", "run-02", "run-03"]
+    assert "Latest runs" not in first.text
+    second = browser.get(older(first) or "")
+    assert shown(second) == ["run-04"]  # then twelve secret runs read, the page offers more
+    assert "Latest runs" in second.text
+    third = browser.get(older(second) or "")
+    assert shown(third) == ["run-19", "run-20"] and older(third) is None
+
+    # The repository filter pages the same way.
+    only = browser.get("/dashboard", params={"repo": "acme/widgets"})
+    assert shown(only) == ["run-00", "run-01", "run-02", "run-03"]
+    assert "repo=acme%2Fwidgets" in (older(only) or "")
+
+    for bad in ("soon", "nan", "-5", "inf"):
+        refused = browser.get("/dashboard", params={"before": bad})
+        assert refused.status_code == 400 and "Latest runs" in refused.text
 
 
 async def test_text_from_issues_and_models_is_shown_not_run(
