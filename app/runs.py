@@ -268,9 +268,10 @@ class RunStore:
         top = "+inf" if before is None else f"({before!r}"
         entries = await self.redis.zrevrangebyscore(RUNS_INDEX, top, "-inf", start=0, num=count,
                                                     withscores=True)
-        runs = [await self.get(_s(run_id)) for run_id, _ in entries]
+        keys = [RUN_KEY.format(run_id=_s(run_id)) for run_id, _ in entries]
+        raws = await self.redis.mget(keys) if keys else []  # one round trip, not one a run
         older = float(entries[-1][1]) if len(entries) == count else None
-        return [r for r in runs if r is not None], older
+        return [Run.from_json(raw) for raw in raws if raw], older
 
     async def active(self) -> list[Run]:
         """Every run that has not ended, oldest first."""
