@@ -171,9 +171,11 @@ async def test_writes_are_a_second_apart_across_workers_by_default(
     assert answers == [201] * 4
     path = f"/repos/{REPO}/issues/{number}/comments"
     times = sorted(r.at for r in env.state.requests if r.method == "POST" and r.path == path)
-    # Slots are a second apart; arrivals may differ from them by the request's own jitter.
-    assert all(later - earlier >= 0.9 for earlier, later in itertools.pairwise(times))
-    assert times[-1] - times[0] >= 3 * 0.99
+    # Slots are a second apart (unpaced, the four arrive within a tenth of one); an arrival may
+    # trail its slot by the request's own jitter, a few tenths on a machine busy with other
+    # tests, the first of a connection most.
+    assert all(later - earlier >= 0.5 for earlier, later in itertools.pairwise(times))
+    assert times[-1] - times[0] >= 3 * 1.0 - 0.5
 
     # A write now waits for its second; a read asked after it goes out before it.
     waiting = asyncio.create_task(comment(one, env, number))

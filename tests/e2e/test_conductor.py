@@ -94,9 +94,10 @@ def test_three_step_plan_runs_in_parallel_and_opens_a_draft_pr(tmp_path: Path) -
                            if r.auth == "installation" and r.method != "GET"
                            and ".git/" not in r.path)
         assert len(writes_at) >= 8
-        # Slots a second apart; an arrival may trail its slot by the request's own jitter.
-        assert all(b - a >= 0.9 for a, b in itertools.pairwise(writes_at))
-        assert writes_at[-1] - writes_at[0] >= (len(writes_at) - 1) * 0.99
+        # Slots a second apart; an arrival may trail its slot by the request's own jitter (a
+        # few tenths on a machine busy with other tests), never by enough to make a burst.
+        assert all(b - a >= 0.5 for a, b in itertools.pairwise(writes_at))
+        assert writes_at[-1] - writes_at[0] >= (len(writes_at) - 1) * 1.0 - 0.5
 
         # A teammate who may read the repository opens the run on the dashboard.
         page = dashboard_page(stack, "rita", f"/dashboard/runs/{run['id']}")
