@@ -107,7 +107,10 @@ async def test_a_short_wait_is_waited_in_place(env: Env, tmp_path: Path, redis: 
     assert [await comment(paced, env, number) for _ in range(3)] == [201, 201, 201]
     path = f"/repos/{REPO}/issues/{number}/comments"
     times = [r.at for r in env.state.requests if r.method == "POST" and r.path == path]
-    assert all(later - earlier >= 0.39 for earlier, later in itertools.pairwise(times))
+    # 0.4 s apart at their slots (unpaced, a few milliseconds); a loaded machine can delay one
+    # arrival after its slot and not the next.
+    assert all(later - earlier >= 0.2 for earlier, later in itertools.pairwise(times))
+    assert times[-1] - times[0] >= 0.8 - 0.3
 
 
 async def test_the_hour_limit_counts_as_well_as_the_minute(redis: Any) -> None:
