@@ -11,7 +11,7 @@ Every write is safe to repeat (jobs run at least once). Keys:
     conductor:runs:active          sorted set of the runs not ended yet (what reconcile visits)
     conductor:lock:path:{repo}:{branch}:{p}  per-path locks held by running steps (fenced)
     conductor:repo-id:{owner/name}  a repository's id by each name it has had since its runs began
-                                   (as runs start and events arrive), for `conductor trace`
+                                   (written as each event is handled), for `conductor trace`
 
 `{repo}` is `id:` and the repository's id (`repo_key`): a repository renamed keeps
 its id, and the webhooks that follow carry the new name, which must still find the runs
@@ -215,9 +215,6 @@ class RunStore:
                 pipe.zadd(ACTIVE_INDEX, {run.id: run.created_at})
             pipe.set(LATEST_KEY.format(repo=run.repo_key, number=run.issue_number), run.id,
                      ex=RUN_RETENTION)
-            if run.repo_id:
-                pipe.set(REPO_ID_KEY.format(name=run.repo.lower()), run.repo_id,
-                         ex=RUN_RETENTION)
             await pipe.execute()
 
     async def get(self, run_id: str) -> Run | None:
