@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import random
 import shutil
 import signal
 import socket
@@ -74,9 +75,35 @@ def redis_server_binary(prefer_system: bool = True) -> str:
 
 
 def free_port() -> int:
+    """A loopback port that nothing listens on now, for a server started in a moment.
+
+    The kernel's own choice (`bind(0)`) comes from the ephemeral range, which every outgoing
+    connection on the host also draws from: between this call and the server's `bind`, a
+    client socket may take the port. A random port below that range only collides with
+    another caller that picked the same one, which is rare and which the caller must still
+    survive by retrying.
+    """
+    low, high = _ephemeral_range()
+    candidates = (10000, low - 1) if low > 11000 else (high + 1, 65535)
+    for _ in range(200):
+        port = random.randint(*candidates)  # noqa: S311 - a port, not a secret
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default; macOS uses 49152-65535, also above this one
 
 
 @dataclass
@@ -147,11 +174,26 @@ def start_redis(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RedisStartError(_exit_reason(data_dir, log_path))
-        if _answers_ping(url):
+        if _answers_ping(url, process.pid):
             return server
         time.sleep(0.02)
     server.stop()
     raise RedisStartError(f"redis-server did not start within {startup_timeout}s; see {log_path}")
+
+
+def start_redis_on_free_port(data_dir: Path, attempts: int = 5, **options: Any) -> RedisProcess:
+    """`start_redis` on a loopback TCP port picked here (the test suite's and benches' way).
+
+    Between picking a port and binding it, a process running alongside may take it; then
+    Redis exits at start and another port is tried.
+    """
+    for _ in range(attempts - 1):
+        try:
+            return start_redis(data_dir, port=free_port(), **options)
+        except RedisStartError as error:
+            if "Failed listening on port" not in str(error):
+                raise
+    return start_redis(data_dir, port=free_port(), **options)
 
 
 def _exit_reason(data_dir: Path, log_path: Path) -> str:
@@ -174,7 +216,12 @@ def _exit_reason(data_dir: Path, log_path: Path) -> str:
     return f"redis-server exited at start: {last}; see {log_path}"
 
 
-def _answers_ping(url: str) -> bool:
+def _answers_ping(url: str, pid: int | None = None) -> bool:
+    """Whether a Redis answers at `url`; with `pid`, whether it is that process.
+
+    A port picked as free may be taken by another server before ours binds it: then that one
+    answers, and ours exits a moment later. Its process id tells them apart.
+    """
     if url.startswith("unix://"):
         conn = socket.socket(socket.AF_UNIX)
         address: Any = url.removeprefix("unix://")
@@ -186,10 +233,37 @@ def _answers_ping(url: str) -> bool:
         try:
             conn.settimeout(0.5)
             conn.connect(address)
-            conn.sendall(b"PING\r\n")
-            return conn.recv(64).startswith(b"+PONG")
+            if pid is None:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(64).startswith(b"+PONG")
+            conn.sendall(b"INFO server\r\n")
+            reply = _read_bulk(conn)
         except OSError:
             return False
+    for line in (reply or b"").splitlines():
+        if line.startswith(b"process_id:"):
+            return line.removeprefix(b"process_id:").strip() == str(pid).encode()
+    return False
+
+
+def _read_bulk(conn: socket.socket) -> bytes | None:
+    """One RESP bulk string (``$<length>\\r\\n<data>\\r\\n``), or None for any other reply."""
+    reply = b""
+    while b"\r\n" not in reply:
+        chunk = conn.recv(4096)
+        if not chunk:
+            return None
+        reply += chunk
+    header, _, body = reply.partition(b"\r\n")
+    if not header.startswith(b"$") or not header[1:].isdigit():
+        return None
+    length = int(header[1:])
+    while len(body) < length:
+        chunk = conn.recv(4096)
+        if not chunk:
+            return None
+        body += chunk
+    return body[:length]
 
 
 @contextlib.contextmanager

@@ -250,9 +250,9 @@ def bench(args: argparse.Namespace, tmp: Path, procs: list[subprocess.Popen[byte
     import redis as redis_client
 
     from app.constants import QUEUE_NAME
-    from app.redis import start_redis
+    from app.redis import start_redis_on_free_port
 
-    redis = start_redis(tmp / "redis", port=free_port())
+    redis = start_redis_on_free_port(tmp / "redis")
     procs.append(redis.process)
     ports = {"bare": free_port(), "conductor": free_port()}
     env = {**os.environ, "REDIS_URL": redis.url, "GITHUB_APP_ID": "1",

