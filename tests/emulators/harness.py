@@ -33,7 +33,7 @@ import redis
 import yaml
 
 from app.paths import MANIFEST_PATH
-from app.redis import RedisProcess, free_port, redis_server_binary, start_redis
+from app.redis import RedisProcess, free_port, redis_server_binary, start_redis_on_free_port
 
 from .anthropic_api import AnthropicServer, AnthropicStandIn, Match, Rule, use_tool
 from .github import GitHubServer, GitHubState
@@ -185,6 +185,7 @@ class Stack:
         self._stack = contextlib.ExitStack()
         self.logs_dir = self.workdir / "logs"
         self.web_port = 0
+        self._web_log_start = 0
 
     # -- starting and stopping ---------------------------------------------------------------
 
@@ -220,17 +221,16 @@ class Stack:
         self.ci = self._stack.enter_context(CIRunner(state))
         command, mode, timeout = self._ci
         self.ci.configure(REPO, command, mode=mode, timeout=timeout)
-        self.redis: RedisProcess = start_redis(
-            self.workdir / "redis", port=free_port(), appendonly=True,
+        self.redis: RedisProcess = start_redis_on_free_port(
+            self.workdir / "redis", appendonly=True,
             binary=redis_server_binary(prefer_system=True),
         )
         self._stack.callback(self.redis.stop)
 
-        self.web_port = free_port()
-        self.web = self._spawn("web", "web", self.workdir / "data" / "web")
+        deadline = time.monotonic() + self.startup_timeout
+        self._start_web()
         for _ in range(self._initial_workers):
             self.workers.append(self._spawn_worker())
-        deadline = time.monotonic() + self.startup_timeout
         self._wait_web(deadline)
         for worker in self.workers:
             self._wait_worker(worker, deadline)
@@ -325,15 +325,38 @@ class Stack:
         index = len(self.workers)
         return self._spawn(f"worker-{index}", "worker", self.workdir / "data" / f"worker-{index}")
 
-    def _wait_web(self, deadline: float) -> None:
-        assert self.web is not None
+    def _start_web(self) -> None:
+        self.web_port = free_port()
+        self._web_log_start = self.web_log.stat().st_size if self.web_log.exists() else 0
+        self.web = self._spawn("web", "web", self.workdir / "data" / "web")
+
+    @property
+    def web_log(self) -> Path:
+        return self.logs_dir / "web.log"
+
+    def _wait_web(self, deadline: float, attempts: int = 5) -> None:
+        """Wait until ``conductor web`` answers /healthz, on another port if its was taken.
+
+        Tests run in parallel processes, each picking ports: two may pick the same one, and
+        the loser's uvicorn exits with "address already in use" a moment after it starts.
+        """
         with httpx.Client(timeout=1.0) as client:
             while True:
+                assert self.web is not None
                 with contextlib.suppress(httpx.HTTPError):
                     if client.get(self.web_url + "/healthz").status_code == 200:
                         return
+                if not self.web.alive and attempts > 1 and self._web_bind_failed():
+                    attempts -= 1
+                    self._start_web()
+                    continue
                 self._check_startup(self.web, deadline, "answer /healthz")
                 time.sleep(0.05)
+
+    def _web_bind_failed(self) -> bool:
+        with self.web_log.open("rb") as log:
+            log.seek(self._web_log_start)
+            return b"address already in use" in log.read()
 
     def _wait_worker(self, worker: BotProcess, deadline: float) -> None:
         while READY_LINE not in worker.logs():

@@ -86,3 +86,30 @@ def test_a_process_that_cannot_start_fails_the_stack_with_its_output(tmp_path: P
     assert stack.redis.process.poll() is not None
     with pytest.raises(httpx.ConnectError):
         httpx.get(stack.github.url + "/_admin/app", timeout=2)
+
+
+def test_a_web_port_taken_before_conductor_binds_it_is_swapped_for_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another test process listening on the port the harness picked: uvicorn exits with
+    # "address already in use", and the stack starts conductor web again on another port.
+    import socket
+
+    import tests.emulators.harness as harness
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    taken_port = taken.getsockname()[1]
+    picks = iter([taken_port])
+    real = harness.free_port
+    monkeypatch.setattr(harness, "free_port", lambda: next(picks, None) or real())
+    stack = Stack(tmp_path, workers=0, startup_timeout=30)
+    try:
+        stack.start()
+        assert stack.web_port != taken_port
+        assert "address already in use" in stack.web_log.read_text()
+        assert httpx.get(stack.web_url + "/healthz").json()["ok"] is True
+    finally:
+        stack.stop()
+        taken.close()
