@@ -217,10 +217,12 @@ def _exit_reason(data_dir: Path, log_path: Path) -> str:
 
 
 def _answers_ping(url: str, pid: int | None = None) -> bool:
-    """Whether a Redis answers at `url`; with `pid`, whether it is that process.
+    """Whether a Redis answers PING at `url`; with `pid`, whether it is that process.
 
-    A port picked as free may be taken by another server before ours binds it: then that one
-    answers, and ours exits a moment later. Its process id tells them apart.
+    PING fails while the server still loads its data (INFO does not), which is when a damaged
+    append-only file makes it exit. A port picked as free may be taken by another server
+    before ours binds it: then that one answers, and ours exits a moment later. Its process
+    id tells them apart.
     """
     if url.startswith("unix://"):
         conn = socket.socket(socket.AF_UNIX)
@@ -233,9 +235,11 @@ def _answers_ping(url: str, pid: int | None = None) -> bool:
         try:
             conn.settimeout(0.5)
             conn.connect(address)
+            conn.sendall(b"PING\r\n")
+            if not conn.recv(64).startswith(b"+PONG"):
+                return False
             if pid is None:
-                conn.sendall(b"PING\r\n")
-                return conn.recv(64).startswith(b"+PONG")
+                return True
             conn.sendall(b"INFO server\r\n")
             reply = _read_bulk(conn)
         except OSError:
