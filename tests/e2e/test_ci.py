@@ -132,14 +132,14 @@ def test_a_red_ci_is_fixed_from_the_job_log_and_the_pr_becomes_ready(tmp_path: P
         assert "agent:needs-human" not in labels(stack, number)
         # The body is rendered once more after the run ends, with the whole CI story.
         body = stack.wait_for(lambda: (b := issue_record(stack, pull.number).body)
-                              and "✅ passed" in b and b, 10, "the final PR body")
+                              and "✅ passed" in b and b, 30, "the final PR body")
         assert "## CI" in body and "❌ failed" in body
         assert "section CI" in body  # both CI attempts in the Gantt chart
         assert "fix1-sub" in body
 
         check = stack.wait_for(lambda: next(
             (c for c in conductor_checks(stack) if c.head_sha == run["head_sha"]
-             and c.conclusion == "success"), None), 10, "the check run to succeed")
+             and c.conclusion == "success"), None), 30, "the check run to succeed")
         assert check.status == "completed"
         superseded = [c for c in conductor_checks(stack) if c.head_sha != run["head_sha"]]
         assert all(c.status == "completed" and c.conclusion == "neutral" for c in superseded)
@@ -147,7 +147,7 @@ def test_a_red_ci_is_fixed_from_the_job_log_and_the_pr_becomes_ready(tmp_path: P
         def tracking() -> str:
             return next(c.body for c in stack.comments(number) if "conductor:tracking" in c.body)
 
-        stack.wait_for(lambda: "**Done**" in tracking(), 10, "the tracking comment to say done")
+        stack.wait_for(lambda: "**Done**" in tracking(), 30, "the tracking comment to say done")
         kinds = [e["message"] for e in timeline(stack, run["id"]) if e["kind"] == "ci"]
         assert any("CI attempt 1" in k and "failed" in k for k in kinds), kinds
         assert any("CI attempt 2" in k and "passed" in k for k in kinds), kinds
@@ -196,7 +196,7 @@ def test_a_human_takes_over_then_retry_with_instructions_finishes(tmp_path: Path
         assert "Make subtract subtract." in diagnosis  # fix 1, which did not work
         check = stack.wait_for(lambda: next(
             (c for c in conductor_checks(stack) if c.head_sha == run["head_sha"]
-             and c.conclusion == "failure"), None), 10, "the check run to fail")
+             and c.conclusion == "failure"), None), 30, "the check run to fail")
         assert check.status == "completed"
         assert [a["identifier"] for a in check.actions] == ["retry"]
 
@@ -273,11 +273,11 @@ def test_a_repository_without_ci_gets_a_ready_pr_with_a_note(tmp_path: Path) -> 
         [pull] = pull_requests(stack)
         assert not pull.draft and "agent:done" in labels(stack, number)
         body = stack.wait_for(lambda: (b := issue_record(stack, pull.number).body)
-                              and "nothing verified" in b and b, 10, "the note in the PR")
+                              and "nothing verified" in b and b, 30, "the note in the PR")
         assert "⚪ no CI reported" in body
         check = stack.wait_for(lambda: next(
             (c for c in conductor_checks(stack) if c.head_sha == run["head_sha"]
-             and c.conclusion == "neutral"), None), 10, "the check run to conclude")
+             and c.conclusion == "neutral"), None), 30, "the check run to conclude")
         assert check.status == "completed"
         assert "nothing verified" in check.output["summary"]
 
