@@ -136,6 +136,40 @@ class AccountsMixin(Store):
                 )
             return inst
 
+    def remove_repositories(self, installation_id: int, names: list[str], *,
+                            sender: str | None = None) -> None:
+        """Take ``names`` out of the installation, as its owner does under "Repository access"
+        in the installation's settings: an "all repositories" installation becomes "selected"
+        with every other one. Emits ``installation_repositories.removed``; tokens already
+        issued lose access at once."""
+        with self.transaction():
+            inst = self.installations[installation_id]
+            before = installation_repo_ids(self, installation_id)
+            removed = []
+            for name in names:
+                repo = self.get_repo(inst.account, name.split("/", 1)[-1])
+                if repo.id not in before:
+                    raise ValueError(f"{repo.full_name} is not in installation {inst.id}")
+                removed.append(repo)
+            inst.repository_selection = "selected"
+            inst.repository_ids = sorted(before - {r.id for r in removed})
+            inst.updated_at = self.now()
+            if inst.app_id != self.app_id:
+                return
+            self.emit("installation_repositories", {
+                "action": "removed",
+                "installation": installation_json(self, inst),
+                "repository_selection": "selected",
+                "repositories_added": [],
+                "repositories_removed": [
+                    {"id": r.id, "node_id": r.node_id, "name": r.name,
+                     "full_name": r.full_name, "private": r.private}
+                    for r in removed
+                ],
+                "requester": None,
+                "sender": user_json(self, sender or inst.account),
+            })
+
     def installation_for(self, full_name: str, app: int | None = None) -> Installation | None:
         """The installation of the App (or ``app``) that covers repository ``full_name``."""
         repo = self.resolve_repo(full_name)
