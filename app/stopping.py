@@ -7,6 +7,7 @@ or not at all.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 from arq.jobs import Job as ArqJob
@@ -24,6 +25,7 @@ from app.slots import give_back_slot
 log = get_logger(__name__)
 
 NEEDS_HUMAN_LABEL = "agent:needs-human"
+ABORTED = "aborted: the run stopped"
 
 
 # GitHub's answers for an issue that can no longer be written on: locked to the App (403),
@@ -121,6 +123,11 @@ async def abort_steps(svc: Services, run: Run) -> int:
         with contextlib.suppress(TimeoutError):
             await job.abort(timeout=0)
         aborted += 1
+        # The record says so too: the dashboard must not show a stopped run's step running.
+        # (A step that finishes before its worker sees the abort records what it did.)
+        record.state, record.error, record.finished_at = "failed", ABORTED, time.time()
+        await svc.store.save_step(run.id, record)
+        await svc.store.log(run.id, "step", f"failed: {ABORTED}", step=record.id)
         files = plan_steps.get(record.id, {}).get("files") or [f"__step__/{record.id}"]
         await svc.store.unlock_paths(run.repo_key, run.branch, files, f"{run.id}:{record.id}")
         await give_back_slot(svc, run.installation_id, f"{run.id}:{record.id}")
