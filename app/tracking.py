@@ -14,6 +14,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from githubkit.exception import RequestFailed
+
 from app import checkrun
 from app.budget_view import usage_rows
 from app.constants import Job
@@ -45,7 +47,15 @@ async def refresh_job(ctx: dict[str, Any], run_id: str) -> str:
     run = await svc.store.get(run_id)
     if run is None:
         return f"unknown run {run_id}"
-    await refresh(svc, run)
+    try:
+        await refresh(svc, run)
+    except RequestFailed as exc:
+        # A stopped run whose issue GitHub no longer lets it write on (access removed, the
+        # issue deleted or locked): the stop is on the timeline already; nothing to retry.
+        now = await svc.store.get(run_id) or run
+        if now.status.active or exc.response.status_code not in (403, 404, 410):
+            raise
+        return f"not refreshed: GitHub answered {exc.response.status_code}"
     return "refreshed"
 
 
