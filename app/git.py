@@ -33,6 +33,17 @@ class GitError(Exception):
         super().__init__(f"git {' '.join(args)} failed ({returncode}): {self.output.strip()}")
 
 
+class RepositoryGone(GitError):
+    """git cannot find the repository with the installation's token: the App's access to it
+    is gone (see `repository_gone`). A run cannot go on; a person must give access back."""
+
+    @classmethod
+    def of(cls, error: GitError | str, command: Sequence[str] = ("push",)) -> RepositoryGone:
+        if isinstance(error, GitError):
+            return cls(command, error.returncode, error.output)
+        return cls(command, 1, error)
+
+
 def auth_failed(output: str) -> bool:
     """Whether git's output says the server did not accept the token (expired, revoked)."""
     return "Authentication failed" in output or "Invalid username or token" in output
@@ -80,6 +91,19 @@ def transient_git_failure(output: str) -> bool:
     """Whether git's output says GitHub's side or the network failed (a 5xx, a dropped
     connection), so that the same command may succeed later; never for a refusal."""
     return bool(_TRANSIENT.search(output)) and not _REJECTED.search(output)
+
+
+_NOT_FOUND = re.compile(r"Repository not found|fatal: repository '[^']*' not found", re.IGNORECASE)
+
+REPOSITORY_GONE = ("GitHub no longer lets Conductor read the repository (git: repository not "
+                   "found): it was removed from the App's installation, deleted, or moved to "
+                   "another account. Give the App access to it again, then `/agent retry`")
+
+
+def repository_gone(output: str) -> bool:
+    """Whether git's output says GitHub does not show this token the repository: trying the
+    same again will not help (a transient failure reads differently)."""
+    return bool(_NOT_FOUND.search(output))
 
 
 def git_error_line(output: str) -> str:

@@ -21,13 +21,16 @@ from app.budget import Budget, BudgetExceeded
 from app.constants import Job
 from app.diffs import FileChange, parse_diff, worktree_diff
 from app.git import (
+    REPOSITORY_GONE,
     GitError,
+    RepositoryGone,
     Workspace,
     auth_failed,
     git,
     git_error_line,
     git_ok,
     push_refusal,
+    repository_gone,
     resolve_commit,
     transient_git_failure,
 )
@@ -121,6 +124,12 @@ async def run_step(ctx: dict[str, Any], run_id: str, step_id: str, attempt: int)
         await _finish(svc, run, record, StepState.FAILED, error=exc.reason)
         await abort_steps(svc, run)
         return f"step {step_id} stopped: branch deleted"
+    except RepositoryGone:
+        # Every other step would fail the same way: the run stops, and says what to do.
+        await stop_run(svc, run, RunStatus.NEEDS_HUMAN, REPOSITORY_GONE)
+        await _finish(svc, run, record, StepState.FAILED, error=REPOSITORY_GONE)
+        await abort_steps(svc, run)
+        return f"step {step_id} stopped: repository not found"
     except (StepFailed, AgentFailed, TurnLimitExceeded) as exc:
         await _finish(svc, run, record, StepState.FAILED, error=str(exc))
         return f"step {step_id} failed: {exc}"
@@ -399,6 +408,8 @@ async def _commit_and_push(svc: Services, run: Run, step: Step, workspace: Works
             await svc.store.log(run.id, "push", f"push raced another push (try {races}); "
                                 "rebasing onto the new branch head", step=step.id)
             continue
+        if repository_gone(failure):
+            raise RepositoryGone.of(failure)
         if transient_git_failure(failure):
             # GitHub's side failed (a 5xx, a dropped connection), and the push did not land
             # (the fetch above says so): wait and push again.

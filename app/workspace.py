@@ -9,7 +9,15 @@ from pathlib import Path
 
 from githubkit.exception import RequestFailed
 
-from app.git import GitError, Workspace, auth_failed, git, resolve_commit
+from app.git import (
+    GitError,
+    RepositoryGone,
+    Workspace,
+    auth_failed,
+    git,
+    repository_gone,
+    resolve_commit,
+)
 from app.logs import get_logger
 from app.runs import Run
 from app.services import Services
@@ -41,13 +49,18 @@ async def synced(svc: Services, run: Run, *, fresher_than: float | None = None,
     if branch is not None and await _current(svc, run, workspace, branch):
         return workspace, token.token
     try:
-        await workspace.sync(token.token, fresher_than=fresher_than)
+        try:
+            await workspace.sync(token.token, fresher_than=fresher_than)
+        except GitError as exc:
+            if not auth_failed(exc.output):
+                raise
+            fresh = await svc.github.replaced_token(run.installation_id)
+            await workspace.sync(fresh, fresher_than=fresher_than)
+            return workspace, fresh
     except GitError as exc:
-        if not auth_failed(exc.output):
-            raise
-        fresh = await svc.github.replaced_token(run.installation_id)
-        await workspace.sync(fresh, fresher_than=fresher_than)
-        return workspace, fresh
+        if repository_gone(exc.output) and not isinstance(exc, RepositoryGone):
+            raise RepositoryGone.of(exc, ("fetch",)) from exc
+        raise
     return workspace, token.token
 
 

@@ -12,7 +12,7 @@ import pytest
 from arq import Retry
 from githubkit.exception import RequestFailed
 
-from app.git import push_refusal, transient_git_failure
+from app.git import REPOSITORY_GONE, RepositoryGone, push_refusal, transient_git_failure
 from app.github import InstallationUnavailable, describe
 from app.runs import RunStatus
 from app.services import Services
@@ -98,6 +98,28 @@ async def test_a_run_whose_installation_was_suspended_stops_saying_so(
     assert "reinstall" in fresh.stop_reason and "/agent retry" in fresh.stop_reason
     notes = [e["message"] for e in await svc.store.timeline(run.id)]
     assert any(n.startswith("could not write the stop notice") for n in notes)
+    assert await svc.store.active_run_id(run.repo_key, run.issue_number) is None
+
+
+async def test_a_repository_git_cannot_find_stops_the_run_after_one_more_try(
+    env: Env, svc: Services
+) -> None:
+    # Taken out of the installation, and the webhook saying so never arrived: the planning
+    # job's clone is what finds out.
+    run = await started(env, svc)
+    svc = dataclasses.replace(svc, settings=svc.settings.model_copy(
+        update={"github_url": env.url}))  # clone from the emulator
+    env.state.remove_repositories(env.installation.id, [REPO])
+    with pytest.raises(Retry):
+        await plan_run({"services": svc, "job_try": 1}, run.id)
+    assert (await svc.store.get(run.id)).status.active  # type: ignore[union-attr]
+    with pytest.raises(RepositoryGone):
+        await plan_run({"services": svc, "job_try": 2}, run.id)
+    fresh = await svc.store.get(run.id)
+    assert fresh is not None and fresh.status is RunStatus.NEEDS_HUMAN
+    assert fresh.stop_reason == f"planning failed: {REPOSITORY_GONE}"
+    assert "removed from the App's installation" in REPOSITORY_GONE
+    assert "/agent retry" in REPOSITORY_GONE
     assert await svc.store.active_run_id(run.repo_key, run.issue_number) is None
 
 

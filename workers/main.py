@@ -17,7 +17,7 @@ from app.commands import handle_command
 from app.constants import QUEUE_NAME
 from app.events import Event, dispatch
 from app.finalize import finalize_run as _finalize_run
-from app.git import GitError
+from app.git import REPOSITORY_GONE, GitError, repository_gone
 from app.github import GitHubApp, RateLimited, describe
 from app.installations import handle_installation
 from app.issue_events import handle_issue
@@ -40,6 +40,7 @@ log = get_logger(__name__)
 
 
 TRANSIENT_TRIES = 6
+GONE_TRIES = 2
 # A model API that asks for a longer wait (a rate limit hours away) stops the run with the
 # wait in its reason, rather than parking it where nobody sees why nothing happens.
 MAX_MODEL_DEFER = 900.0
@@ -74,6 +75,15 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, RequestError)
 
 
+def _tries_for(exc: BaseException) -> int:
+    # A repository git cannot find is tried once more (GitHub's replicas can lag a moment
+    # behind a new repository or token), not for minutes: access is gone, and a person must
+    # give it back.
+    if isinstance(exc, GitError) and repository_gone(exc.output):
+        return GONE_TRIES
+    return TRANSIENT_TRIES
+
+
 def _too_long(exc: BaseException) -> bool:
     return isinstance(exc, ModelUnavailable) and (exc.retry_after or 0.0) > MAX_MODEL_DEFER
 
@@ -83,7 +93,7 @@ async def _guarded(ctx: dict[str, Any], work: Awaitable[str]) -> str:
         return await work
     except Exception as exc:
         if (_transient(exc) and not _too_long(exc)
-                and int(ctx.get("job_try", 1)) < TRANSIENT_TRIES):
+                and int(ctx.get("job_try", 1)) < _tries_for(exc)):
             raise _backoff(ctx, exc) from exc
         raise
 
@@ -130,6 +140,8 @@ def _describe(exc: BaseException, data_dir: Path | None = None) -> str:
     """What failed, for a person: no paths of this machine's disk."""
     if _disk_full(exc):
         return DISK_FULL
+    if isinstance(exc, GitError) and repository_gone(exc.output):
+        return REPOSITORY_GONE
     text = describe(exc) if isinstance(exc, GitHubException) else f"{type(exc).__name__}: {exc}"
     if data_dir is not None:
         text = text.replace(str(data_dir.resolve()), "$CONDUCTOR_DATA_DIR")
