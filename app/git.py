@@ -210,7 +210,12 @@ class Workspace:
     clone_url: str
 
     @classmethod
-    def for_repo(cls, data_dir: Path, full_name: str, clone_url: str) -> Workspace:
+    def for_repo(cls, data_dir: Path, full_name: str, clone_url: str,
+                 repo_id: int | None = None) -> Workspace:
+        """The repository's place on disk: by GitHub's id when known, so that a renamed
+        repository keeps its clone and a new one given the old name does not get it."""
+        if repo_id is not None:
+            return cls(root=data_dir / "workspaces" / f"id-{repo_id}", clone_url=clone_url)
         safe = _SAFE_NAME.sub("_", full_name.replace("/", "__"))
         return cls(root=data_dir / "workspaces" / safe, clone_url=clone_url)
 

@@ -33,7 +33,7 @@ def clone_url(svc: Services, repo: str) -> str:
 
 def workspace_for(svc: Services, run: Run) -> Workspace:
     """The run's repository on this worker's disk (cloned or not yet)."""
-    return Workspace.for_repo(svc.data_dir, run.repo, clone_url(svc, run.repo))
+    return Workspace.for_repo(svc.data_dir, run.repo, clone_url(svc, run.repo), run.repo_id)
 
 
 async def synced(svc: Services, run: Run, *, fresher_than: float | None = None,

@@ -35,6 +35,19 @@ async def test_human_commits_name_files_with_spaces_and_unicode_whole(tmp_path: 
     assert sorted(person.files) == ["-rf.txt", "café.py", "docs/user guide.md"]
 
 
+def test_a_repository_keeps_its_clone_through_a_rename_and_a_new_one_gets_its_own(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    before = Workspace.for_repo(data, "acme/widgets", "https://example.invalid/a.git", 41)
+    renamed = Workspace.for_repo(data, "acme/gadgets", "https://example.invalid/b.git", 41)
+    reused = Workspace.for_repo(data, "acme/widgets", "https://example.invalid/a.git", 42)
+    assert before.root == renamed.root
+    assert reused.root != before.root
+    # A run recorded before repository ids were kept still finds a place by name.
+    assert Workspace.for_repo(data, "acme/widgets", "u").root.name == "acme__widgets"
+
+
 async def test_clones_and_worktrees_are_readable_by_this_user_only(tmp_path: Path) -> None:
     workspace = Workspace.for_repo(tmp_path / "data", "acme/private", "https://example.invalid")
     workspace.clone.mkdir(parents=True)  # as a clone leaves it, under the default umask
