@@ -36,6 +36,12 @@ def answers(env: Env, path: str) -> list[int]:
     return [r.status for r in env.state.requests if r.path == path]
 
 
+def cloning_from(env: Env, svc: Services) -> Services:
+    """`svc` with git pointed at the emulator too, for jobs that clone."""
+    return dataclasses.replace(svc, settings=svc.settings.model_copy(
+        update={"github_url": env.url}))
+
+
 @pytest.mark.parametrize(("kind", "options", "seconds"), [
     # GitHub: no retry-after and no reset time means wait at least a minute.
     ("secondary_rate_limit", {"retry_after": None}, 60),
@@ -83,8 +89,7 @@ async def test_a_run_whose_installation_was_suspended_stops_saying_so(
     env: Env, svc: Services
 ) -> None:
     run = await started(env, svc)
-    svc = dataclasses.replace(svc, settings=svc.settings.model_copy(
-        update={"github_url": env.url}))  # clone from the emulator
+    svc = cloning_from(env, svc)
     with env.state.transaction():
         env.state.installations[env.installation.id].suspended_at = env.state.now()
     env.state.expire_tokens()
@@ -107,8 +112,7 @@ async def test_a_repository_git_cannot_find_stops_the_run_after_one_more_try(
     # Taken out of the installation, and the webhook saying so never arrived: the planning
     # job's clone is what finds out.
     run = await started(env, svc)
-    svc = dataclasses.replace(svc, settings=svc.settings.model_copy(
-        update={"github_url": env.url}))  # clone from the emulator
+    svc = cloning_from(env, svc)
     env.state.remove_repositories(env.installation.id, [REPO])
     with pytest.raises(Retry):
         await plan_run({"services": svc, "job_try": 1}, run.id)
