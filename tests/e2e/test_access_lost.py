@@ -63,7 +63,7 @@ def test_a_repository_removed_from_the_installation_stops_its_run_at_once(
     assert stopped["id"] == run["id"]
     assert stopped["stop_reason"] == ("Conductor lost access to acme/widgets: it was removed "
                                       "from the App's installation by @maggie")
-    removal = stack.hooks.wait_for(lambda d: d.event == "installation_repositories", 10)
+    removal = stack.hooks.wait_for(lambda d: d.event == "installation_repositories", 30)
     assert removal.status_code == 202
     # The workers were still writing: their steps never finished, and nothing was pushed.
     stack.wait_for(lambda: all(s["state"] != "running"

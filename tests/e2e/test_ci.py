@@ -154,7 +154,7 @@ def test_a_red_ci_is_fixed_from_the_job_log_and_the_pr_becomes_ready(tmp_path: P
 
         # Merged: the run's outcome is recorded for metrics.
         stack.state.as_user("alice").merge_pull(REPO, pull.number)
-        outcome = stack.wait_for(lambda: (run_in(stack, "done") or {}).get("outcome"), 20,
+        outcome = stack.wait_for(lambda: (run_in(stack, "done") or {}).get("outcome"), 30,
                                  "the outcome")
         assert outcome["merged"] is True and outcome["by"] == "alice"
         assert outcome["lead_time_s"] > 0 and outcome["human_commits_after_pr"] == 0
@@ -204,7 +204,7 @@ def test_a_human_takes_over_then_retry_with_instructions_finishes(tmp_path: Path
         calls = len(stack.model.message_requests())
         refused = stack.state.as_user("rita").comment(REPO, pull.number, "/agent retry")
         stack.wait_for(lambda: "confused" in reactions_on(stack, refused.id) and any(
-            "only people with write" in c.body for c in stack.comments(pull.number)), 20,
+            "only people with write" in c.body for c in stack.comments(pull.number)), 30,
             "the refusal")
         assert len(stack.model.message_requests()) == calls
         assert run_in(stack, "needs_human") is not None
@@ -220,7 +220,7 @@ def test_a_human_takes_over_then_retry_with_instructions_finishes(tmp_path: Path
         # A person pushes to the branch; the bot keeps it and builds on it.
         human = stack.state.as_user("alice").push(
             REPO, run["branch"], {"NOTES.md": "Why subtract exists.\n"}, "Explain subtract")
-        stack.wait_for(lambda: run_in(stack, "needs_human")["head_sha"] == human, 20,
+        stack.wait_for(lambda: run_in(stack, "needs_human")["head_sha"] == human, 30,
                        "the bot to see the push")
         retry = stack.state.as_user("alice").comment(REPO, pull.number,
                                                      f"/agent retry {instructions}")

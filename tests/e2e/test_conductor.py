@@ -81,7 +81,7 @@ def test_three_step_plan_runs_in_parallel_and_opens_a_draft_pr(tmp_path: Path) -
         def tracking() -> str:
             return next(c.body for c in stack.comments(number) if "conductor:tracking" in c.body)
 
-        stack.wait_for(lambda: f"/pull/{pull.number}" in tracking(), 10,
+        stack.wait_for(lambda: f"/pull/{pull.number}" in tracking(), 30,
                        "the tracking comment to link the pull request")
         assert tracking().count("- [x]") == 3
         assert any(r.content == "eyes" for r in stack.state.reactions.values()
@@ -118,7 +118,7 @@ def test_a_plan_that_changes_nothing_ends_without_a_pull_request(tmp_path: Path)
         assert run["status"] == "done" and "changed nothing" in run["stop_reason"]
         assert not pull_requests(stack)
         stack.wait_for(lambda: any("finished run" in c.body for c in stack.comments(number)),
-                       10, "the closing comment")
+                       30, "the closing comment")
 
 
 def dashboard_page(stack: Stack, login: str, path: str) -> str:

@@ -62,7 +62,7 @@ def test_a_push_github_declines_stops_the_run_naming_the_permission(tmp_path: Pa
         assert "grant it in the App's settings" in reason
         assert "refusing to allow a GitHub App to create or update workflow" in reason
         notice = stack.wait_for(lambda: [c.body for c in stack.comments(number)
-                                         if "stopped run" in c.body], 10, "the stop comment")
+                                         if "stopped run" in c.body], 30, "the stop comment")
         assert "`workflows` permission" in notice[0]
         assert not stack.state.git(stack.repo).refs("refs/heads/conductor/")
         assert not pull_requests(stack)
@@ -142,7 +142,7 @@ def test_a_branch_deleted_mid_step_stops_the_run_and_retry_puts_it_back(
         assert not stack.state.git(stack.repo).refs("refs/heads/conductor/")  # not pushed back
         assert not pull_requests(stack)
         notice = stack.wait_for(lambda: [c.body for c in stack.comments(number)
-                                         if "stopped run" in c.body], 10, "the stop comment")
+                                         if "stopped run" in c.body], 30, "the stop comment")
         assert f"put the branch back at `{first[:7]}`" in notice[0]
         assert "stays on the branch" not in notice[0]  # the usual advice would be wrong here
 

@@ -120,7 +120,7 @@ def test_a_large_plan_waits_for_approve_from_a_writer(tmp_path: Path) -> None:
                              "the plan to wait for approval")
         assert not pull_requests(stack) and not steps(stack, run["id"])["a"]["started_at"]
         stack.wait_for(lambda: any("/agent approve" in c.body for c in stack.comments(number)
-                                   if "conductor:tracking" in c.body), 10,
+                                   if "conductor:tracking" in c.body), 30,
                        "the tracking comment to ask for approval")
 
         rita = stack.state.as_user("rita")  # read permission: refused

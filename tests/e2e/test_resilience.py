@@ -36,14 +36,14 @@ def one_step_script(delay: float = 0.0, attempts: int = 1) -> list[object]:
 def test_redeliveries_and_racing_labels_make_one_run_one_branch_one_pr(tmp_path: Path) -> None:
     with Stack(tmp_path, script=one_step_script(delay=0.5)) as stack:
         number = stack.label_issue("Add sub", "")
-        [first] = stack.wait_for(lambda: stack.hooks.deliveries("issues", "labeled"), 10,
+        [first] = stack.wait_for(lambda: stack.hooks.deliveries("issues", "labeled"), 30,
                                  "the labeled delivery")
         for _ in range(10):
             stack.hooks.redeliver(first.id)
         maggie = stack.state.as_user("maggie")  # maintain: may trigger
         maggie.remove_label(REPO, number, "agent:implement")
         maggie.add_labels(REPO, number, "agent:implement")
-        stack.hooks.wait_idle(20)
+        stack.hooks.wait_idle(30)
         answers = [d.response_json() for d in stack.hooks.deliveries("issues", "labeled")]
         assert sum(1 for a in answers if a.get("duplicate")) == 10
 
@@ -101,7 +101,7 @@ def test_budget_exhaustion_stops_the_run_with_a_comment_and_pushes_nothing_half_
         assert run["status"] == "needs_human"
         assert "budget" in run["stop_reason"] and "max_tokens_per_run" in run["stop_reason"]
         notice = stack.wait_for(lambda: [c.body for c in stack.comments(number)
-                                         if "stopped run" in c.body], 10, "the stop comment")
+                                         if "stopped run" in c.body], 30, "the stop comment")
         assert "budget" in notice[0] and "@alice" in notice[0]
         # Every commit on the branch is a whole step; the refused step pushed nothing.
         records = steps(stack, run["id"])
@@ -119,7 +119,7 @@ def test_a_labeler_without_write_permission_gets_a_polite_no(tmp_path: Path) -> 
         reply = stack.wait_for(lambda: [c for c in stack.comments(number)], 30, "the reply")
         assert "only people with write, maintain or admin permission" in reply[0].body
         assert reply[0].body.startswith("@tina")
-        stack.hooks.wait_idle(10)
+        stack.hooks.wait_idle(30)
         assert runs(stack) == []
         assert not stack.model.message_requests()
 

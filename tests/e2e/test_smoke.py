@@ -17,7 +17,7 @@ def test_a_labeled_issue_reaches_a_worker_that_clones_and_comments(stack: Stack)
     issue = state.find_issue(stack.repo, number)
     assert issue is not None
 
-    labeled = stack.hooks.wait_for(lambda d: d.event == "issues" and d.action == "labeled", 15)
+    labeled = stack.hooks.wait_for(lambda d: d.event == "issues" and d.action == "labeled", 30)
     assert labeled.status_code == 202, labeled.response_body
     assert labeled.response_json()["accepted"] is True
 
