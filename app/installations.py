@@ -10,6 +10,7 @@ longer read, push or comment there, and each job would otherwise fail its tries 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from app.events import Event
@@ -29,12 +30,20 @@ async def handle_installation(ctx: dict[str, Any], event: Event) -> str:
     installation_id = installation["id"]
     key = INSTALLATION_KEY.format(id=installation_id)
     action = event.action
+    who = _login(event.payload.get("sender"))
+    account = installation.get("account") if isinstance(installation.get("account"), dict) else {}
+    owner = (account or {}).get("login") or f"installation {installation_id}"
     if event.name == "installation" and action == "deleted":
         async with redis.pipeline(transaction=True) as pipe:
             pipe.delete(key)
             pipe.srem(INSTALLATIONS_SET, installation_id)
             await pipe.execute()
-        return f"installation {installation_id} removed"
+        ctx["services"].github.forget_token(installation_id)  # GitHub revoked its tokens
+        stopped = await _stop_runs(
+            ctx["services"], installation_id, lambda run: True,
+            f"Conductor was uninstalled from {owner}{_by(who)}",
+            "install the App on the repository again, then comment `/agent retry` on the issue")
+        return f"installation {installation_id} removed" + _listed(stopped)
 
     current = await get_installation(redis, installation_id) or {"repositories": []}
     repos = set(current.get("repositories", []))
@@ -43,7 +52,6 @@ async def handle_installation(ctx: dict[str, Any], event: Event) -> str:
     else:
         repos |= _names(event.payload.get("repositories_added"))
         repos -= _names(event.payload.get("repositories_removed"))
-    account = installation.get("account") if isinstance(installation.get("account"), dict) else {}
     record = {
         "id": installation_id,
         "account": (account or {}).get("login"),
@@ -55,37 +63,51 @@ async def handle_installation(ctx: dict[str, Any], event: Event) -> str:
         pipe.sadd(INSTALLATIONS_SET, installation_id)
         await pipe.execute()
     said = f"installation {installation_id} {action or 'updated'}: {len(repos)} repositories"
+    svc: Services = ctx["services"]
     removed = event.payload.get("repositories_removed")
     if event.name == "installation_repositories" and isinstance(removed, list) and removed:
-        stopped = await stop_runs_on_removed(ctx["services"], installation_id, removed,
-                                             _login(event.payload.get("sender")))
-        if stopped:
-            said += f"; stopped {', '.join(stopped)}"
+        ids = {r["id"] for r in removed if isinstance(r, dict) and isinstance(r.get("id"), int)}
+        names = {n.lower() for n in _names(removed)}
+        said += _listed(await _stop_runs(
+            svc, installation_id, lambda run: _matches(run, ids, names),
+            "Conductor lost access to {repo}: it was removed from the App's installation"
+            + _by(who),
+            "give the App access to the repository again (the installation's Repository "
+            "access settings), then comment `/agent retry` on the issue"))
+    elif event.name == "installation" and action == "suspend":
+        svc.github.forget_token(installation_id)  # GitHub revoked its tokens
+        said += _listed(await _stop_runs(
+            svc, installation_id, lambda run: True,
+            f"Conductor's installation on {owner} was suspended{_by(who)}",
+            "unsuspend the installation (its settings page), then comment `/agent retry` on "
+            "the issue"))
     return said
 
 
-async def stop_runs_on_removed(svc: Services, installation_id: int,
-                               removed: list[Any], who: str | None) -> list[str]:
-    """Stop the active runs of `installation_id` on the `removed` repositories (webhook
-    repository objects: id and full_name). Returns the stopped runs' ids."""
-    ids = {r["id"] for r in removed if isinstance(r, dict) and isinstance(r.get("id"), int)}
-    names = {n.lower() for n in _names(removed)}
+async def _stop_runs(svc: Services, installation_id: int, which: Callable[[Run], bool],
+                     reason: str, advice: str) -> list[str]:
+    """Stop the installation's active runs that `which` picks, because Conductor can no longer
+    work there; `reason` may name the run's `{repo}`. Returns the stopped runs' ids."""
     stopped = []
     for run in await svc.store.active():
-        if run.installation_id != installation_id or not _matches(run, ids, names):
+        if run.installation_id != installation_id or not which(run):
             continue
-        by = f" by @{who}" if who else ""
-        reason = (f"Conductor lost access to {run.repo}: it was removed from the App's "
-                  f"installation{by}")
-        # Nothing can be written there now (the attempt is noted on the run's timeline);
-        # the dashboard and `conductor trace` keep the reason.
-        await stop_run(svc, run, RunStatus.NEEDS_HUMAN, reason, notify=False)
+        # Nothing can be written there now (each attempt is noted on the run's timeline):
+        # the dashboard and `conductor trace` keep the reason, and what to do.
+        await stop_run(svc, run, RunStatus.NEEDS_HUMAN, reason.replace("{repo}", run.repo),
+                       notify=False)
         await abort_steps(svc, run)
-        await svc.store.log(run.id, "stop", "give the App access to the repository again "
-                            "(the installation's Repository access settings), then comment "
-                            "`/agent retry` on the issue")
+        await svc.store.log(run.id, "stop", advice)
         stopped.append(run.id)
     return stopped
+
+
+def _by(who: str | None) -> str:
+    return f" by @{who}" if who else ""
+
+
+def _listed(stopped: list[str]) -> str:
+    return f"; stopped {', '.join(stopped)}" if stopped else ""
 
 
 def _matches(run: Run, ids: set[int], names: set[str]) -> bool:

@@ -12,8 +12,10 @@ import pytest
 from arq import Retry
 from githubkit.exception import RequestFailed
 
+from app.events import Event
 from app.git import REPOSITORY_GONE, RepositoryGone, push_refusal, transient_git_failure
 from app.github import InstallationUnavailable, describe
+from app.installations import handle_installation
 from app.runs import RunStatus
 from app.services import Services
 from tests import test_triggers
@@ -124,6 +126,35 @@ async def test_a_repository_git_cannot_find_stops_the_run_after_one_more_try(
     assert fresh.stop_reason == f"planning failed: {REPOSITORY_GONE}"
     assert "removed from the App's installation" in REPOSITORY_GONE
     assert "/agent retry" in REPOSITORY_GONE
+    assert await svc.store.active_run_id(run.repo_key, run.issue_number) is None
+
+
+@pytest.mark.parametrize(("action", "reason", "advice"), [
+    ("deleted", "Conductor was uninstalled from acme by @maggie", "install the App"),
+    ("suspend", "Conductor's installation on acme was suspended by @maggie",
+     "unsuspend the installation"),
+])
+async def test_uninstalling_or_suspending_the_app_stops_its_runs_when_github_says_so(
+    env: Env, svc: Services, action: str, reason: str, advice: str
+) -> None:
+    run = await started(env, svc)
+    with env.state.transaction():
+        if action == "deleted":
+            del env.state.installations[env.installation.id]
+        else:
+            env.state.installations[env.installation.id].suspended_at = env.state.now()
+    env.state.expire_tokens()
+    payload = {"action": action, "sender": {"login": "maggie"},
+               "installation": {"id": env.installation.id, "account": {"login": "acme"}}}
+    said = await handle_installation({"services": svc, "redis": svc.redis},
+                                     Event("d-1", "installation", "installation", payload))
+    assert said.endswith(f"; stopped {run.id}")
+    fresh = await svc.store.get(run.id)
+    assert fresh is not None and fresh.status is RunStatus.NEEDS_HUMAN
+    assert fresh.stop_reason == reason
+    notes = [e["message"] for e in await svc.store.timeline(run.id)]
+    assert any(n.startswith(advice) and "/agent retry" in n for n in notes), notes
+    assert any(n.startswith("could not write the stop notice") for n in notes), notes
     assert await svc.store.active_run_id(run.repo_key, run.issue_number) is None
 
 
