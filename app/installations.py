@@ -31,6 +31,8 @@ async def handle_installation(ctx: dict[str, Any], event: Event) -> str:
     key = INSTALLATION_KEY.format(id=installation_id)
     action = event.action
     who = _login(event.payload.get("sender"))
+    # A worker started without App credentials has no services, and so no runs to stop.
+    svc: Services | None = ctx.get("services")
     account = installation.get("account") if isinstance(installation.get("account"), dict) else {}
     owner = (account or {}).get("login") or f"installation {installation_id}"
     if event.name == "installation" and action == "deleted":
@@ -38,11 +40,11 @@ async def handle_installation(ctx: dict[str, Any], event: Event) -> str:
             pipe.delete(key)
             pipe.srem(INSTALLATIONS_SET, installation_id)
             await pipe.execute()
-        ctx["services"].github.forget_token(installation_id)  # GitHub revoked its tokens
         stopped = await _stop_runs(
-            ctx["services"], installation_id, lambda run: True,
+            svc, installation_id, lambda run: True,
             f"Conductor was uninstalled from {owner}{_by(who)}",
-            "install the App on the repository again, then comment `/agent retry` on the issue")
+            "install the App on the repository again, then comment `/agent retry` on the issue",
+            revoked=True)
         return f"installation {installation_id} removed" + _listed(stopped)
 
     current = await get_installation(redis, installation_id) or {"repositories": []}
@@ -63,7 +65,6 @@ async def handle_installation(ctx: dict[str, Any], event: Event) -> str:
         pipe.sadd(INSTALLATIONS_SET, installation_id)
         await pipe.execute()
     said = f"installation {installation_id} {action or 'updated'}: {len(repos)} repositories"
-    svc: Services = ctx["services"]
     removed = event.payload.get("repositories_removed")
     if event.name == "installation_repositories" and isinstance(removed, list) and removed:
         ids = {r["id"] for r in removed if isinstance(r, dict) and isinstance(r.get("id"), int)}
@@ -75,19 +76,24 @@ async def handle_installation(ctx: dict[str, Any], event: Event) -> str:
             "give the App access to the repository again (the installation's Repository "
             "access settings), then comment `/agent retry` on the issue"))
     elif event.name == "installation" and action == "suspend":
-        svc.github.forget_token(installation_id)  # GitHub revoked its tokens
         said += _listed(await _stop_runs(
             svc, installation_id, lambda run: True,
             f"Conductor's installation on {owner} was suspended{_by(who)}",
             "unsuspend the installation (its settings page), then comment `/agent retry` on "
-            "the issue"))
+            "the issue", revoked=True))
     return said
 
 
-async def _stop_runs(svc: Services, installation_id: int, which: Callable[[Run], bool],
-                     reason: str, advice: str) -> list[str]:
+async def _stop_runs(svc: Services | None, installation_id: int,
+                     which: Callable[[Run], bool], reason: str, advice: str, *,
+                     revoked: bool = False) -> list[str]:
     """Stop the installation's active runs that `which` picks, because Conductor can no longer
-    work there; `reason` may name the run's `{repo}`. Returns the stopped runs' ids."""
+    work there; `reason` may name the run's `{repo}`. `revoked`: GitHub revoked the
+    installation's tokens, so the cached one is dropped. Returns the stopped runs' ids."""
+    if svc is None:
+        return []
+    if revoked:
+        svc.github.forget_token(installation_id)
     stopped = []
     for run in await svc.store.active():
         if run.installation_id != installation_id or not which(run):
