@@ -40,8 +40,8 @@ def _branch_exists(stack: Stack, branch: str) -> bool:
 def _slow_steps() -> list[Rule]:
     # Both steps' workers take a while, so the removal comes while they run.
     return [submits(FILES_PLAN), reviews_accept(),
-            *writes("a", "widgets/a.py", "A = 1\n", delay=4.0),
-            *writes("b", "widgets/b.py", "B = 1\n", delay=4.0)]
+            *writes("a", "widgets/a.py", "A = 1\n", delay=10.0),
+            *writes("b", "widgets/b.py", "B = 1\n", delay=10.0)]
 
 
 def _wait_for_a_running_step(stack: Stack) -> dict[str, Any]:
@@ -66,10 +66,10 @@ def test_a_repository_removed_from_the_installation_stops_its_run_at_once(
     removal = stack.hooks.wait_for(lambda d: d.event == "installation_repositories", 30)
     assert removal.status_code == 202
     # The workers were still writing: their steps never finished, and nothing was pushed.
-    stack.wait_for(lambda: all(s["state"] != "running"
-                               for s in steps(stack, run["id"]).values()), 30,
-                   "the running steps to end")
-    assert all(s["state"] != "done" for s in steps(stack, run["id"]).values())
+    records = stack.wait_for(lambda: (r := steps(stack, run["id"])) and all(
+        s["state"] != "running" for s in r.values()) and r, 30, "the running steps to end")
+    assert all(s["state"] == "failed" and s["error"] == "aborted: the run stopped"
+               for s in records.values()), records
     assert not _branch_exists(stack, run["branch"])
     assert not pull_requests(stack)
     # What could not be written on GitHub is on the run's timeline, with what to do.
@@ -97,9 +97,11 @@ def test_without_the_removal_event_the_push_that_cannot_find_it_stops_the_run(
     assert stopped["id"] == run["id"]
     assert stopped["stop_reason"] == REPOSITORY_GONE
     assert "/agent retry" in stopped["stop_reason"]
-    records = steps(stack, run["id"])
+    # The run is stopped first, then the step that found out is recorded, then the others.
+    records = stack.wait_for(lambda: (r := steps(stack, run["id"])) and all(
+        s["state"] != "running" for s in r.values()) and r, 30, "the running steps to end")
     assert any(s["error"] == REPOSITORY_GONE for s in records.values()), records
-    assert all(s["state"] != "done" for s in records.values())
+    assert all(s["state"] == "failed" for s in records.values()), records
     assert not _branch_exists(stack, run["branch"])
     assert not pull_requests(stack)
     # Stopped on the first refusal, not after minutes of retrying what cannot succeed.
