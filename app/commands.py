@@ -118,7 +118,7 @@ async def handle_command(ctx: dict[str, Any], event: Event) -> str:
         return await _approve(svc, run, author, answer)
     if command.verb == "cancel":
         return await _cancel(svc, run, author, answer)
-    return await retry(svc, run, author, command.text, answer)
+    return await retry(svc, run, author, command.text, answer, installation_id=installation_id)
 
 
 async def handle_check_action(ctx: dict[str, Any], event: Event) -> str:
@@ -153,7 +153,7 @@ async def handle_check_action(ctx: dict[str, Any], event: Event) -> str:
         await answer("confused", f"@{author} only people with write, maintain or admin "
                      "permission on this repository can retry Conductor.")
         return f"refused: {author} may not retry"
-    return await retry(svc, run, author, "", answer)
+    return await retry(svc, run, author, "", answer, installation_id=installation_id)
 
 
 async def run_for(svc: Services, repo: str, number: int) -> Run | None:

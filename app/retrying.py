@@ -51,7 +51,14 @@ def resume_point(run: Run, steps: Mapping[str, StepRecord]) -> Point:
 
 
 async def retry(svc: Services, run: Run, author: str, instructions: str,
-                answer: Answer) -> str:
+                answer: Answer, *, installation_id: int | None = None) -> str:
+    """`/agent retry` (or the Retry button) on a stopped run. `installation_id`: the one the
+    command came through, which is the repository's now: after the App was uninstalled and
+    installed again, the run's own no longer works."""
+    previous = run.installation_id
+    if installation_id is not None:
+        run.installation_id = installation_id  # saved with the retry below
+    moved = run.installation_id != previous
     status = run.status.value.replace("_", " ")
     if run.status.active:
         await answer("confused", f"@{author} run `{run.id}` is still active ({status}), so "
@@ -101,6 +108,7 @@ async def retry(svc: Services, run: Run, author: str, instructions: str,
             await gh.rest.pulls.async_update(owner, name, pull.number, state="open")
 
     def change(fresh: Run) -> None:
+        fresh.installation_id = run.installation_id
         fresh.retries.append({"by": author, "at": now, "instructions": instructions[:4000]})
         fresh.ci_fixes = 0
         fresh.stop_reason = None
@@ -110,6 +118,9 @@ async def retry(svc: Services, run: Run, author: str, instructions: str,
 
     updated = await svc.store.update(run.id, change)
     assert updated is not None
+    if moved:
+        await svc.store.log(run.id, "retry", f"the repository is now in installation "
+                            f"{run.installation_id} (was {previous}): the run goes on there")
     if pull is not None:
         await svc.store.log(run.id, "retry", f"pull request #{pull.number} reopened for the "
                             f"retry by @{author}")

@@ -136,6 +136,29 @@ async def test_retry_on_the_issue_of_a_stopped_run_retries_it(
     assert await svc.store.active_run_id(run.repo_key, run.issue_number) == run.id
 
 
+async def test_retry_after_the_app_was_installed_again_goes_on_in_the_new_installation(
+    env: Env, svc: Services
+) -> None:
+    # Uninstalled mid-run (the run stopped saying to install the App again, then retry),
+    # then installed again: GitHub gives the new installation a new id.
+    run = await stopped(env, svc, RunStatus.NEEDS_HUMAN)
+    old = env.installation.id
+    with env.state.transaction():
+        del env.state.installations[old]
+    env.state.expire_tokens()
+    new = env.state.install_app("acme").id
+    assert new != old
+
+    assert await comment(env, svc, run.issue_number, "/agent retry") == "retry 1 by alice: plan"
+    fresh = await svc.store.get(run.id)
+    assert fresh is not None and fresh.status is RunStatus.PLANNING
+    assert fresh.installation_id == new
+    said = [e["message"] for e in await svc.store.timeline(run.id)]
+    assert f"the repository is now in installation {new} (was {old}): the run goes on there" \
+        in said
+    assert reactions(env, run.issue_number) == ["eyes", "rocket"]
+
+
 async def test_approve_on_the_issue_of_a_finished_run_says_what_it_is(
     env: Env, svc: Services
 ) -> None:
