@@ -81,6 +81,7 @@ async def _write(svc: Services, run: Run) -> None:
     usage = await usage_rows(svc.redis, run.id)
     body = tracking_comment(run, steps, timeline, usage)
     owner, name = run.repo.split("/", 1)
+    lost: int | None = None
     async with svc.github.installation(run.installation_id) as gh:
         if run.head_sha is not None:
             checks = await checkrun.publish(gh, run, check_summary(run, steps, timeline, usage))
@@ -88,10 +89,18 @@ async def _write(svc: Services, run: Run) -> None:
                 run.check_runs = checks
                 await svc.store.set_fields(run.id, check_runs=checks)
         if run.tracking_comment_id is not None:
-            await gh.rest.issues.async_update_comment(
-                owner, name, run.tracking_comment_id, body=body
-            )
-            return
+            try:
+                await gh.rest.issues.async_update_comment(
+                    owner, name, run.tracking_comment_id, body=body
+                )
+                return
+            except RequestFailed as exc:
+                if exc.response.status_code != 404:
+                    raise
+            # Someone deleted it: post it again, or the issue would stop showing the run
+            # (and every refresh fail). Without access to the issue, posting fails too.
+            lost = run.tracking_comment_id
+            run.tracking_comment_id = None
         # A re-executed job may have posted it already and died before saving its id; only
         # a run that tried before needs to look (one list call less for every new run).
         first = await svc.redis.set(CREATING_KEY.format(run_id=run.id), 1, nx=True,
@@ -106,6 +115,9 @@ async def _write(svc: Services, run: Run) -> None:
             await gh.rest.issues.async_update_comment(owner, name, found, body=body)
     run.tracking_comment_id = found
     await svc.store.set_fields(run.id, tracking_comment_id=found)
+    if lost is not None:
+        await svc.store.log(run.id, "github", f"the tracking comment ({lost}) was gone from "
+                            f"the issue; posted it again ({found})")
 
 
 async def _find_existing(gh: object, owner: str, name: str, run: Run) -> int | None:

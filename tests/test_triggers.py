@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from githubkit import GitHub, TokenAuthStrategy
 
+from app import tracking
 from app.agent import untrusted
 from app.commands import handle_command
 from app.events import Event, dispatch
@@ -157,6 +158,25 @@ async def test_retry_after_the_app_was_installed_again_goes_on_in_the_new_instal
     assert f"the repository is now in installation {new} (was {old}): the run goes on there" \
         in said
     assert reactions(env, run.issue_number) == ["eyes", "rocket"]
+
+
+async def test_a_deleted_tracking_comment_is_posted_again_on_the_next_refresh(
+    env: Env, svc: Services
+) -> None:
+    run = await started(env, svc)
+    await tracking.refresh(svc, run)
+    first = (await svc.store.get(run.id)).tracking_comment_id  # type: ignore[union-attr]
+    assert first is not None
+    env.state.as_user("maggie").delete_comment(REPO, first)  # maintain: may delete any
+
+    await tracking.refresh(svc, run)
+    fresh = await svc.store.get(run.id)
+    assert fresh is not None and fresh.tracking_comment_id not in (None, first)
+    [body] = [b for b in bot_comments(env, run.issue_number) if "conductor:tracking" in b]
+    assert run.id in body
+    said = [e["message"] for e in await svc.store.timeline(run.id)]
+    assert (f"the tracking comment ({first}) was gone from the issue; posted it again "
+            f"({fresh.tracking_comment_id})") in said
 
 
 async def test_approve_on_the_issue_of_a_finished_run_says_what_it_is(
