@@ -48,6 +48,13 @@ class Event:
         return installation.get("id") if isinstance(installation, dict) else None
 
     @property
+    def sender(self) -> str | None:
+        """The login of whoever caused the event, None when the payload names nobody."""
+        sender = self.payload.get("sender")
+        login = sender.get("login") if isinstance(sender, dict) else None
+        return login if isinstance(login, str) and login else None
+
+    @property
     def repo_full_name(self) -> str | None:
         repository = self.payload.get("repository")
         return repository.get("full_name") if isinstance(repository, dict) else None

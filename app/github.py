@@ -51,6 +51,11 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
+# GitHub's answers for an issue that can no longer be written on: locked to the App (403),
+# deleted (404 or 410) or transferred away. Trying again would not help.
+UNWRITABLE = frozenset({403, 404, 410})
+
+
 class InstallationUnavailable(Exception):
     """GitHub would not give the App a token for the installation: it was suspended or
     uninstalled, or the App's own credentials are wrong. Retrying does not help."""

@@ -30,7 +30,7 @@ async def handle_installation(ctx: dict[str, Any], event: Event) -> str:
     installation_id = installation["id"]
     key = INSTALLATION_KEY.format(id=installation_id)
     action = event.action
-    who = _login(event.payload.get("sender"))
+    who = event.sender
     # A worker started without App credentials has no services, and so no runs to stop.
     svc: Services | None = ctx.get("services")
     account = installation.get("account") if isinstance(installation.get("account"), dict) else {}
@@ -42,7 +42,7 @@ async def handle_installation(ctx: dict[str, Any], event: Event) -> str:
             await pipe.execute()
         stopped = await _stop_runs(
             svc, installation_id, lambda run: True,
-            f"Conductor was uninstalled from {owner}{_by(who)}",
+            lambda run: f"Conductor was uninstalled from {owner}{_by(who)}",
             "install the App on the repository again, then comment `/agent retry` on the issue",
             revoked=True)
         return f"installation {installation_id} removed" + _listed(stopped)
@@ -71,25 +71,25 @@ async def handle_installation(ctx: dict[str, Any], event: Event) -> str:
         names = {n.lower() for n in _names(removed)}
         said += _listed(await _stop_runs(
             svc, installation_id, lambda run: _matches(run, ids, names),
-            "Conductor lost access to {repo}: it was removed from the App's installation"
-            + _by(who),
+            lambda run: f"Conductor lost access to {run.repo}: it was removed from the App's "
+                        f"installation{_by(who)}",
             "give the App access to the repository again (the installation's Repository "
             "access settings), then comment `/agent retry` on the issue"))
     elif event.name == "installation" and action == "suspend":
         said += _listed(await _stop_runs(
             svc, installation_id, lambda run: True,
-            f"Conductor's installation on {owner} was suspended{_by(who)}",
+            lambda run: f"Conductor's installation on {owner} was suspended{_by(who)}",
             "unsuspend the installation (its settings page), then comment `/agent retry` on "
             "the issue", revoked=True))
     return said
 
 
 async def _stop_runs(svc: Services | None, installation_id: int,
-                     which: Callable[[Run], bool], reason: str, advice: str, *,
-                     revoked: bool = False) -> list[str]:
+                     which: Callable[[Run], bool], reason: Callable[[Run], str], advice: str,
+                     *, revoked: bool = False) -> list[str]:
     """Stop the installation's active runs that `which` picks, because Conductor can no longer
-    work there; `reason` may name the run's `{repo}`. `revoked`: GitHub revoked the
-    installation's tokens, so the cached one is dropped. Returns the stopped runs' ids."""
+    work there, each for `reason(run)`. `revoked`: GitHub revoked the installation's tokens,
+    so the cached one is dropped. Returns the stopped runs' ids."""
     if svc is None:
         return []
     if revoked:
@@ -100,8 +100,7 @@ async def _stop_runs(svc: Services | None, installation_id: int,
             continue
         # Nothing can be written there now (each attempt is noted on the run's timeline):
         # the dashboard and `conductor trace` keep the reason, and what to do.
-        await stop_run(svc, run, RunStatus.NEEDS_HUMAN, reason.replace("{repo}", run.repo),
-                       notify=False)
+        await stop_run(svc, run, RunStatus.NEEDS_HUMAN, reason(run), notify=False)
         await abort_steps(svc, run)
         await svc.store.log(run.id, "stop", advice)
         stopped.append(run.id)
@@ -120,11 +119,6 @@ def _matches(run: Run, ids: set[int], names: set[str]) -> bool:
     if run.repo_id is not None:
         return run.repo_id in ids
     return run.repo.lower() in names
-
-
-def _login(sender: Any) -> str | None:
-    login = sender.get("login") if isinstance(sender, dict) else None
-    return login if isinstance(login, str) and login else None
 
 
 def _names(items: Any) -> set[str]:

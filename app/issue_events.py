@@ -29,7 +29,7 @@ async def handle_issue(ctx: dict[str, Any], event: Event) -> str:
         return "ignored: no active run on the issue"
     if event.action == "closed" and run.pr_number is not None:
         return f"ignored: run {run.id} has pull request #{run.pr_number}"
-    who = str((event.payload.get("sender") or {}).get("login") or "someone")
+    who = event.sender or "someone"
     reason = f"issue #{number} was {event.action} by @{who}"
     # The person who closed it knows; the tracking comment says so too.
     await stop_run(svc, run, RunStatus.CANCELLED, reason, notify=False)

@@ -44,7 +44,7 @@ async def handle_pull_request(ctx: dict[str, Any], event: Event) -> str:
         if value else None
     if run is None:
         return "ignored: not a Conductor pull request"
-    who = str((payload.get("sender") or {}).get("login") or "someone")
+    who = event.sender or "someone"
     if event.action == "synchronize":
         sha = payload.get("after") or (pull.get("head") or {}).get("sha")
         if not isinstance(sha, str):

@@ -15,7 +15,7 @@ from githubkit.exception import RequestFailed
 
 from app import tracking
 from app.constants import QUEUE_NAME
-from app.github import InstallationUnavailable
+from app.github import UNWRITABLE, InstallationUnavailable
 from app.logs import get_logger
 from app.report import neutralise
 from app.runs import Run, RunStatus
@@ -26,11 +26,6 @@ log = get_logger(__name__)
 
 NEEDS_HUMAN_LABEL = "agent:needs-human"
 ABORTED = "aborted: the run stopped"
-
-
-# GitHub's answers for an issue that can no longer be written on: locked to the App (403),
-# deleted (404 or 410) or transferred away. Trying again would not help.
-UNWRITABLE = frozenset({403, 404, 410})
 
 
 async def stop_run(svc: Services, run: Run, status: RunStatus, reason: str, *,

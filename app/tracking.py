@@ -19,7 +19,7 @@ from githubkit.exception import RequestFailed
 from app import checkrun
 from app.budget_view import usage_rows
 from app.constants import Job
-from app.github import items
+from app.github import UNWRITABLE, items
 from app.report import TRACKING_MARKER, check_summary, tracking_comment
 from app.runs import Run
 from app.services import Services
@@ -53,7 +53,7 @@ async def refresh_job(ctx: dict[str, Any], run_id: str) -> str:
         # A stopped run whose issue GitHub no longer lets it write on (access removed, the
         # issue deleted or locked): the stop is on the timeline already; nothing to retry.
         now = await svc.store.get(run_id) or run
-        if now.status.active or exc.response.status_code not in (403, 404, 410):
+        if now.status.active or exc.response.status_code not in UNWRITABLE:
             raise
         return f"not refreshed: GitHub answered {exc.response.status_code}"
     return "refreshed"
