@@ -123,13 +123,14 @@ async def test_a_captured_delivery_sent_again_under_a_new_id_is_ignored_as_a_rep
     # The signature covers the body only: a copy of a delivery (from a proxy log, say) with a
     # fresh X-GitHub-Delivery passes the ingress. GitHub's own redeliveries keep their id.
     payload = load_fixture("installation.created.0.json")
-    await _enqueue(redis_server.url, "inst-real", "installation", "installation", payload)
-    await _enqueue(redis_server.url, "inst-copy", "installation", "installation", payload)
     other = {**payload, "action": "deleted"}  # another event of the same installation
-    await _enqueue(redis_server.url, "inst-gone", "installation", "installation", other)
-    worker = build_worker(settings_factory(), redis_server.url, burst=True, poll_delay=0.01)
-    await worker.main()
-    await worker.close()
+    # One at a time, so which of the two copies came first is certain (jobs queued in the same
+    # millisecond, or run side by side, would leave it to chance).
+    for delivery, body in (("inst-real", payload), ("inst-copy", payload), ("inst-gone", other)):
+        await _enqueue(redis_server.url, delivery, "installation", "installation", body)
+        worker = build_worker(settings_factory(), redis_server.url, burst=True, poll_delay=0.01)
+        await worker.main()
+        await worker.close()
 
     outcomes = {e["delivery"]: e["outcome"] for e in await recent_events(redis)}
     assert outcomes["inst-real"].startswith("installation")
