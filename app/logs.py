@@ -24,14 +24,22 @@ _TOKEN_PATTERNS = re.compile(
     r"|\bsk-ant-[A-Za-z0-9_\-]{8,}"
     # A JWT (the App's own, or any bearer JWT): three base64url parts, two of them JSON.
     r"|\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{16,}"
+    # Other services' tokens that a repository's files or a CI log may carry: npm, AWS access
+    # key ids, GitLab, Slack, OpenAI project keys.
+    r"|\bnpm_[A-Za-z0-9]{36}\b"
+    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"
+    r"|\bglpat-[A-Za-z0-9_\-]{20,}"
+    r"|\bxox[abeoprs]-[A-Za-z0-9\-]{10,}"
+    r"|\bsk-proj-[A-Za-z0-9_\-]{20,}"
     r"|(?<=x-access-token:)[^@\s]+"
-    r"|(?i:(?<=authorization: )(?:bearer|token|basic) [A-Za-z0-9._~+/=\-]+)",
+    r"|(?i:(?<=authorization:)[ \t]*(?:bearer|token|basic)[ \t]+[A-Za-z0-9._~+/=\-]+)",
     re.DOTALL,
 )
 # Each shape above contains one of these (compared case-folded). Text with none of them is
 # not searched: the search costs microseconds per value, and most values hold no token.
 _TOKEN_MARKERS = ("-----begin ", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_",
-                  "sk-ant-", "eyj", "x-access-token:", "authorization: ")
+                  "sk-ant-", "eyj", "npm_", "akia", "asia", "glpat-", "xox", "sk-proj-",
+                  "x-access-token:", "authorization:")
 
 
 class Redactor:

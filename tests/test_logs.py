@@ -28,6 +28,13 @@ TOKENS = [
     # An App JWT: it authenticates as the App itself for up to ten minutes.
     "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJpYXQiOjE3MDAwMDAwMDAsImlzcyI6IjEyMyJ9"
     ".TJVA95OrM7E2cBab30RMHrHDcEfxjoYZgeFONFh7HgQzVm4ZgpH8nX0b_LOb-OkM9q7Zc",
+    # Other services' tokens, as a repository's .npmrc or a CI log could show them.
+    "npm_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+    "AKIAIOSFODNN7EXAMPLE",
+    "glpat-aBcDeFgHiJkLmNoPqRsT",
+    "xoxb-1234567890-abcdefghijkl",
+    "sk-proj-aBcDeFgHiJkLmNoPqRsTuVwX",
+    "Authorization:Basic eC1hY2Nlc3MtdG9rZW46Z2hzXzE=",
 ]
 
 

@@ -186,6 +186,12 @@ SECRETS = {
     "keys/ID_RSA": "hunter2-from-ssh-key\n",
     "config/credentials.json": '{"token": "hunter2-from-json"}\n',
     "settings/secrets.py": "TOKEN = 'hunter2-from-python'\n",
+    # package registries' and clouds' credential files
+    ".npmrc": "//registry.npmjs.org/:_authToken=hunter2-from-npmrc\n",
+    ".pypirc": "[pypi]\npassword = hunter2-from-pypirc\n",
+    ".git-credentials": "https://bot:hunter2-from-git-credentials@github.com\n",
+    "ops/.aws/credentials": "[default]\naws_secret_access_key = hunter2-from-aws\n",
+    "infra/prod.tfvars": "db_password = \"hunter2-from-tfvars\"\n",
 }
 
 
