@@ -2,7 +2,8 @@
 
 The installation token reaches git only through the environment (`GIT_CONFIG_*` setting an
 `http.extraHeader`), never argv (visible in `ps`), `.git/config` or a remote URL on disk.
-Repository hooks and configured filters never run: the bot does not execute repository code.
+Repository hooks and configured filters never run, and the host's system and user git config
+are not read: the bot does not execute repository code.
 """
 
 from __future__ import annotations
@@ -133,7 +134,11 @@ def _base_env(token: str | None) -> dict[str, str]:
         "LANG": "C",
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_ASKPASS": "true",
+        # Neither the system's nor this user's git config: a filter, hook path or credential
+        # helper set up there for people (git-lfs's, say) must not run on a repository's
+        # files or see the bot's token.
         "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
         "GIT_AUTHOR_NAME": "Conductor",
         "GIT_AUTHOR_EMAIL": "conductor@users.noreply.github.com",
         "GIT_COMMITTER_NAME": "Conductor",

@@ -103,3 +103,26 @@ async def test_a_worker_starting_after_a_crash_removes_stale_worktrees(
     await worker.close()
 
     assert not orphan.exists() and await _registered(workspace) == []
+
+
+async def test_filters_from_the_hosts_git_config_never_run_on_a_repositorys_files(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    # `git lfs install` (or a person's own setup) defines filters in ~/.gitconfig; a repository
+    # picks which of its files go through them with one line of .gitattributes.
+    home = tmp_path / "home"
+    home.mkdir()
+    ran = tmp_path / "filter-ran"
+    (home / ".gitconfig").write_text(
+        f'[filter "lfs"]\n\tsmudge = sh -c "echo ran >> {ran}; cat"\n\trequired = false\n')
+    monkeypatch.setenv("HOME", str(home))
+    workspace = Workspace(root=tmp_path / "workspace", clone_url="https://example.invalid/r.git")
+    workspace.clone.mkdir(parents=True)
+    await git("init", "--quiet", cwd=workspace.clone)
+    await commit(workspace.clone, {".gitattributes": "*.bin filter=lfs\n", "a.bin": "x\n"},
+                 "binary file")
+
+    worktree = await workspace.add_worktree("run-1-step-1", "HEAD")
+
+    assert (worktree / "a.bin").read_text() == "x\n"
+    assert not ran.exists()
