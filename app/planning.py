@@ -35,7 +35,8 @@ from app.services import Services
 from app.stopping import stop_run
 from app.terminal import TerminalTools
 from app.tools import Toolbox
-from app.workspace import file_at, synced
+from app.trigger import branch_name
+from app.workspace import file_at, remote_branch_head, synced
 
 log = get_logger(__name__)
 
@@ -151,6 +152,8 @@ async def plan_run(ctx: dict[str, Any], run_id: str) -> str:
         await stop_run(svc, run, RunStatus.NEEDS_HUMAN, await _no_base_reason(workspace, run))
         return "stopped: no default branch"
     run.base_sha = base_sha
+    if run.head_sha is None:  # nothing pushed yet: the branch must be the run's own
+        await _claim_free_branch(svc, run, workspace)
     await svc.store.save(run)
 
     config = await load_config(svc, run, workspace, base_sha)
@@ -226,6 +229,22 @@ async def plan_run(ctx: dict[str, Any], run_id: str) -> str:
         return f"run {run_id} awaits approval: {reason}"
     await _continue(svc, run)
     return f"run {run_id} planned: {len(plan.steps)} steps"
+
+
+async def _claim_free_branch(svc: Services, run: Run, workspace: Workspace) -> None:
+    """Move the run to a branch name nobody has pushed yet.
+
+    A branch that exists before the run's first push is someone else's (a person's, or a run
+    whose records are gone): building on it would put commits no guardrail checked into the
+    pull request, so the run takes the next free name and says so."""
+    taken = run.branch
+    number = run.attempt
+    while await remote_branch_head(workspace, run.branch) is not None:
+        number += 1
+        run.branch = branch_name(run.issue_number, run.issue_title, number)
+    if run.branch != taken:
+        await svc.store.log(run.id, "trigger", f"branch {taken} already exists and is not this "
+                            f"run's, so the run works on {run.branch} instead")
 
 
 async def _no_base_reason(workspace: Workspace, run: Run) -> str:

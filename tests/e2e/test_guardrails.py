@@ -18,7 +18,7 @@ from tests.e2e.support import (
     writes,
 )
 from tests.emulators.anthropic_api import Match, use_tool
-from tests.emulators.harness import PROJECT_FILES, Stack
+from tests.emulators.harness import PROJECT_FILES, Stack, default_script
 
 
 def tries(step_id: str, *calls: tuple[str, dict[str, object]]) -> list[object]:
@@ -133,3 +133,26 @@ def test_a_large_plan_waits_for_approve_from_a_writer(tmp_path: Path) -> None:
         run = stack.wait_for(lambda: run_in(stack, "verifying"), 60, "the approved run")
         assert any("approved by @alice" in e["message"] for e in timeline(stack, run["id"]))
         assert len(pull_requests(stack)) == 1
+
+
+def test_a_branch_that_exists_before_the_run_is_left_alone(tmp_path: Path) -> None:
+    # Someone pushed a branch with the name the run would take, holding a workflow change no
+    # guardrail saw. Building on it would put that change into the bot's pull request.
+    with Stack(tmp_path, script=default_script()) as stack:
+        number = max([i.number for i in stack.state.issues.values()] + [0]) + 1
+        theirs = f"conductor/issue-{number}-add-subtract"
+        stack.state.as_user("alice").push(
+            "acme/widgets", theirs, {".github/workflows/deploy.yml": "on: push\njobs: {}\n"},
+            "their own work")
+        assert stack.label_issue("Add subtract", "Please add subtract(a, b).") == number
+        run = stack.wait_for(lambda: run_in(stack, "verifying"), 60, "the draft pull request")
+
+        assert run["branch"] == f"{theirs}-2"
+        [pull] = pull_requests(stack)
+        assert pull.head_ref == run["branch"]
+        git = stack.state.git(stack.repo)
+        files = git.out("diff", "--name-only", f"refs/heads/main...refs/heads/{run['branch']}")
+        assert files.split() == ["widgets/ops.py"]
+        assert [c.splitlines()[0] for c in branch_commits(stack, theirs)] == ["their own work"]
+        assert any(f"branch {theirs} already exists" in e["message"]
+                   for e in timeline(stack, run["id"]))
