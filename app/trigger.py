@@ -73,6 +73,8 @@ async def report_failed_event(ctx: dict[str, Any], event: Event, why: str) -> No
     if not (isinstance(number, int) and isinstance(repo, str) and "/" in repo
             and isinstance(installation_id, int)):
         return
+    if event.kind == START_RUN:
+        await _abandon_start(svc, event, repo, number, why)
     mention = f"@{login} " if isinstance(login, str) else ""
     again = ("remove and add the label again" if event.kind == START_RUN
              else "comment the command again")
@@ -84,6 +86,30 @@ async def report_failed_event(ctx: dict[str, Any], event: Event, why: str) -> No
                          body)
     except Exception:
         log.exception("could not report a failed event", delivery=event.delivery_id)
+
+
+async def _abandon_start(svc: Services, event: Event, repo: str, number: int, why: str) -> None:
+    """The run this delivery claimed, if it never got as far as planning, gives the issue
+    back: otherwise it would hold the issue with no job to carry it on, and the advice to
+    label the issue again would meet "a run is already active"."""
+    run_id = run_id_for(repo, number, event.delivery_id)
+    abandoned = False
+
+    def abandon(run: Run) -> None:
+        nonlocal abandoned
+        abandoned = run.status is RunStatus.STARTING
+        if abandoned:
+            run.status = RunStatus.FAILED
+            run.stop_reason = f"could not start: {why}"
+
+    try:
+        await svc.store.update(run_id, abandon)
+        if not abandoned:
+            return
+        await svc.store.release_issue(repo_key(event.repo_id, repo), number, run_id)
+        await svc.store.log(run_id, "stop", f"could not start: {why}")
+    except Exception:
+        log.exception("could not give up a run that did not start", run=run_id)
 
 
 def not_startable(event: Event, label: str) -> tuple[str, str] | None:
@@ -162,7 +188,15 @@ async def start_run(ctx: dict[str, Any], event: Event) -> str:
     if run.status is RunStatus.STARTING:
         run.status = RunStatus.PLANNING
         await svc.store.save(run)
-    await tracking.refresh(svc, run)
     await svc.redis.enqueue_job(Job.PLAN_RUN, run_id, _job_id=f"plan:{run_id}")
+    # The run is under way now. A tracking comment GitHub refuses for a while (a secondary
+    # rate limit, say) is left to the tracking job, which tries again: it delays the comment,
+    # not the run, and does not fail this event.
+    try:
+        await tracking.refresh(svc, run)
+    except Exception as exc:
+        log.warning("tracking comment not posted yet; its job tries again", run=run_id,
+                    error=f"{type(exc).__name__}: {exc}")
+        await tracking.soon(svc, run_id)
     log.info("run started", run=run_id, repo=repo, issue=number, by=labeler)
     return f"run {run_id} started"

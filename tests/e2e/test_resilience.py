@@ -153,3 +153,49 @@ def test_github_failing_each_kind_of_call_once_still_makes_one_comment_commit_an
         assert len(pull_requests(stack)) == 1
         bot = stack.state.app.bot_login
         assert len([c for c in stack.comments(number) if c.user == bot]) == 1
+
+
+def test_a_tracking_comment_github_refuses_for_a_while_does_not_hold_up_the_run(
+    tmp_path: Path,
+) -> None:
+    with Stack(tmp_path, script=one_step_script()) as stack:
+        refused = stack.state.add_fault("secondary_rate_limit", method="POST",
+                                        path="/repos/*/issues/*/comments", retry_after=1,
+                                        count=None)
+        number = stack.label_issue("Add sub", "")
+        # The run plans while GitHub still refuses the comment.
+        stack.wait_for(lambda: stack.model.message_requests(), 60, "the planner's first call")
+        assert not stack.comments(number)
+        stack.state.remove_fault(refused.id)
+
+        run = stack.wait_for(lambda: run_in(stack, "verifying", "needs_human", "failed"), 120,
+                             "the run to open its pull request")
+        assert run["status"] == "verifying", run.get("stop_reason")
+        bot = stack.state.app.bot_login
+        [tracking] = [c for c in stack.comments(number) if c.user == bot]
+        assert "conductor:tracking" in tracking.body
+
+
+def test_a_start_that_fails_for_good_gives_the_issue_back_for_the_next_label(
+    tmp_path: Path,
+) -> None:
+    with Stack(tmp_path, script=one_step_script()) as stack:
+        refused = stack.state.add_fault("secondary_rate_limit", method="POST",
+                                        path="/repos/*/issues/*/reactions", retry_after=1,
+                                        count=None)
+        number = stack.label_issue("Add sub", "")
+        said = stack.wait_for(
+            lambda: [c for c in stack.comments(number) if "could not finish" in c.body], 90,
+            "the start to fail for good and say so")
+        assert "remove and add the label again" in said[0].body
+        [first] = runs(stack)
+        assert first["status"] == "failed" and "could not start" in first["stop_reason"]
+
+        # The advice works: the next label starts a run.
+        stack.state.remove_fault(refused.id)
+        alice = stack.state.as_user("alice")
+        alice.remove_label(REPO, number, "agent:implement")
+        alice.add_labels(REPO, number, "agent:implement")
+        run = stack.wait_for(lambda: run_in(stack, "verifying", "needs_human"), 120,
+                             "the second run to open its pull request")
+        assert run["id"] != first["id"] and run["status"] == "verifying"
