@@ -408,17 +408,37 @@ def _path_back(graph: dict[str, list[str]], start: str) -> list[str] | None:
 
 # --- questions about a valid plan ----------------------------------------------------------
 
-def needs_approval(plan: Plan, limits: Limits) -> str | None:
-    """Why the plan must wait for `/agent approve`, or None when it may start at once."""
+def needs_approval(plan: Plan, limits: Limits, tracked: Iterable[str] = ()) -> str | None:
+    """Why the plan must wait for `/agent approve`, or None when it may start at once.
+
+    `tracked` is the repository's files at the base commit: a glob counts as the files it
+    matches there (at least one), so `**` cannot stand for the whole repository as one file.
+    """
     reasons: list[str] = []
     if len(plan.steps) > limits.approval_steps:
         reasons.append(f"the plan has {len(plan.steps)} steps (approval is needed above "
                        f"{limits.approval_steps})")
-    files = distinct_files(plan.steps)
+    files = reachable_files(plan.steps, tracked)
     if len(files) > limits.approval_files:
-        reasons.append(f"the plan touches {len(files)} distinct files (approval is needed "
-                       f"above {limits.approval_files})")
+        globbed = " (counting the files its globs match)" if any(
+            is_glob(p) for s in plan.steps for p in s.files) else ""
+        reasons.append(f"the plan touches {len(files)} distinct files{globbed} (approval is "
+                       f"needed above {limits.approval_files})")
     return "; ".join(reasons) or None
+
+
+def reachable_files(steps: Iterable[Step], tracked: Iterable[str]) -> set[str]:
+    """The files the steps may touch: literal paths as they are, each glob as the tracked
+    files it matches, or the glob itself when it matches none yet (new files)."""
+    paths = list(tracked)
+    out: set[str] = set()
+    for pattern in distinct_files(steps):
+        if not is_glob(pattern):
+            out.add(pattern)
+            continue
+        matched = [path for path in paths if matches(path, pattern)]
+        out.update(matched or [pattern])
+    return out
 
 
 def distinct_files(steps: Iterable[Step]) -> set[str]:

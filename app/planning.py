@@ -220,7 +220,7 @@ async def plan_run(ctx: dict[str, Any], run_id: str) -> str:
     await svc.store.init_steps(run.id, [s.id for s in plan.steps])
     await svc.store.log(run.id, "plan", f"plan accepted: {len(plan.steps)} steps "
                         f"(template {template.name})")
-    reason = needs_approval(plan, limits)
+    reason = needs_approval(plan, limits, await _tracked_files(workspace, base_sha))
     if reason:
         run.status = RunStatus.AWAITING_APPROVAL
         await svc.store.save(run)
@@ -229,6 +229,12 @@ async def plan_run(ctx: dict[str, Any], run_id: str) -> str:
         return f"run {run_id} awaits approval: {reason}"
     await _continue(svc, run)
     return f"run {run_id} planned: {len(plan.steps)} steps"
+
+
+async def _tracked_files(workspace: Workspace, commit: str) -> list[str]:
+    out = await git("ls-tree", "-r", "--name-only", "-z", "--full-tree", commit,
+                    cwd=workspace.clone)
+    return [path for path in out.split("\0") if path]
 
 
 async def _claim_free_branch(svc: Services, run: Run, workspace: Workspace) -> None:

@@ -266,6 +266,21 @@ def test_many_files_need_approval() -> None:
         "the plan touches 4 distinct files (approval is needed above 3)")
 
 
+def test_a_glob_counts_as_the_files_it_matches_for_approval() -> None:
+    # `**` is one entry in the plan but the whole repository to the steps it lets loose.
+    tracked = [f"src/m{i}.py" for i in range(30)] + ["README.md"]
+    everything = parsed(plan(step("a", files=["**"])))
+    assert needs_approval(everything, LIMITS, tracked) == (
+        "the plan touches 31 distinct files (counting the files its globs match) "
+        "(approval is needed above 20)")
+    # A narrow glob, and one for files that do not exist yet, count as what they reach.
+    narrow = parsed(plan(step("a", files=["src/m1*.py", "docs/new/**"])))
+    assert needs_approval(narrow, LIMITS, tracked) is None
+    assert needs_approval(narrow, replace(LIMITS, approval_files=10), tracked) == (
+        "the plan touches 12 distinct files (counting the files its globs match) "
+        "(approval is needed above 10)")
+
+
 def test_topological_order_keeps_plan_order_where_free() -> None:
     data = plan(step("test", depends_on=["impl"]), step("docs"), step("impl"),
                 step("review", role="reviewer", files=[], depends_on=["test", "docs"]))
