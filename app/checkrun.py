@@ -47,7 +47,7 @@ def title_of(run: Run) -> str:
     return _TITLE.get(run.status, run.status.value)
 
 
-async def publish(gh: Any, run: Run, summary: str) -> dict[str, int]:
+async def publish(gh: Any, run: Run, summary: str, app_id: int | None = None) -> dict[str, int]:
     """Create or update the check run on the run's head; returns the head's check run ids
     to keep (sha -> id), the superseded ones concluded and dropped."""
     if run.head_sha is None:
@@ -78,8 +78,26 @@ async def publish(gh: Any, run: Run, summary: str) -> dict[str, int]:
                 raise
     if run.pr_url:
         fields["details_url"] = run.pr_url
+    made = await _made_before(gh, owner, name, run, app_id)
+    if made is not None:  # a create whose answer was lost (or a job that died after it)
+        await gh.rest.checks.async_update(owner, name, made, output=output, **fields)
+        kept[run.head_sha] = made
+        return kept
     created = await gh.rest.checks.async_create(
         owner, name, name=CHECK_NAME, head_sha=run.head_sha, external_id=run.id,
         output=output, **fields)
     kept[run.head_sha] = int(created.parsed_data.id)
     return kept
+
+
+async def _made_before(gh: Any, owner: str, name: str, run: Run,
+                       app_id: int | None) -> int | None:
+    """The id of this run's check run on its head that this App made but the run has no
+    record of, if there is one."""
+    response = await gh.rest.checks.async_list_for_ref(
+        owner, name, run.head_sha, check_name=CHECK_NAME, filter_="all", per_page=100)
+    for check in response.parsed_data.check_runs:
+        made_by = check.app.id if check.app is not None else None
+        if check.external_id == run.id and (app_id is None or made_by == app_id):
+            return int(check.id)
+    return None

@@ -78,9 +78,19 @@ class RetryPolicy:
             isinstance(exc, RequestFailed)
             and exc.response.status_code >= 500
             and retry_count < self.server_error_retries
+            and not _creates(exc.response.raw_request)
         ):
             return RetryOption(True, timedelta(seconds=self.server_error_backoff * 2**retry_count))
         return RetryOption(False)
+
+
+def _creates(request: httpx.Request) -> bool:
+    """Whether sending `request` again could make a second thing (a comment, a check run, a
+    pull request). GitHub sometimes answers 5xx for a write it did; such a request is not
+    repeated in place. The job that sent it runs again instead, and finds what the first
+    try made before it makes anything. GraphQL queries, and the mutations this App sends,
+    are safe to repeat."""
+    return request.method == "POST" and not request.url.path.endswith("/graphql")
 
 
 WRITE_METHODS = frozenset(("POST", "PUT", "PATCH", "DELETE"))

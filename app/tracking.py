@@ -84,7 +84,8 @@ async def _write(svc: Services, run: Run) -> None:
     lost: int | None = None
     async with svc.github.installation(run.installation_id) as gh:
         if run.head_sha is not None:
-            checks = await checkrun.publish(gh, run, check_summary(run, steps, timeline, usage))
+            checks = await checkrun.publish(gh, run, check_summary(run, steps, timeline, usage),
+                                            svc.settings.github_app_id)
             if checks != run.check_runs:
                 run.check_runs = checks
                 await svc.store.set_fields(run.id, check_runs=checks)

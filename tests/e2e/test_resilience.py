@@ -135,11 +135,12 @@ GITHUB_CALLS = [
 ]
 
 
-@pytest.mark.parametrize("kind", ["status", "drop"])
+@pytest.mark.parametrize("kind", ["status", "drop", "lost_answer"])
 def test_github_failing_each_kind_of_call_once_still_makes_one_comment_commit_and_pr(
     tmp_path: Path, kind: str
 ) -> None:
-    # A 502, or a connection closed without an answer, on the first call of every kind.
+    # A 502, a connection closed without an answer, or a 502 for a write GitHub made, on the
+    # first call of every kind.
     with Stack(tmp_path, script=one_step_script()) as stack:
         for method, path in GITHUB_CALLS:
             stack.state.add_fault(kind, method=method, path=path, status=502)
@@ -153,6 +154,9 @@ def test_github_failing_each_kind_of_call_once_still_makes_one_comment_commit_an
         assert len(pull_requests(stack)) == 1
         bot = stack.state.app.bot_login
         assert len([c for c in stack.comments(number) if c.user == bot]) == 1
+        checks = [c for c in stack.state.check_runs.values()
+                  if c.app_id == stack.state.app.id and c.head_sha == run["head_sha"]]
+        assert len(checks) == 1
 
 
 def test_a_tracking_comment_github_refuses_for_a_while_does_not_hold_up_the_run(

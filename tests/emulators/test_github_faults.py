@@ -83,6 +83,15 @@ def test_secondary_rate_limit_said_only_by_the_message(gh: Env) -> None:
     assert "secondary rate limit" in info.value.response.json()["message"]
 
 
+def test_a_lost_answer_does_the_write_and_then_fails(gh: Env) -> None:
+    client = gh.user_client("alice", auto_retry=False)
+    gh.state.add_fault("lost_answer", method="POST", path="/repos/*/*/issues")
+    with pytest.raises(RequestFailed) as info:
+        client.rest.issues.create("acme", "widgets", title="Made anyway")
+    assert info.value.response.status_code == 502
+    assert [i.title for i in gh.state.issues.values()].count("Made anyway") == 1
+
+
 def test_graphql_error_answers_200_with_errors(gh: Env) -> None:
     client = gh.installation_client(auto_retry=False)
     gh.state.add_fault("graphql_error", path="/graphql")

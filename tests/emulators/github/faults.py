@@ -4,7 +4,8 @@ Kinds: ``status`` (5xx, default 502), ``secondary_rate_limit`` (403 + ``retry-af
 with ``retry_after=None`` only the message, as GitHub sometimes answers), ``primary_rate_limit``
 (403/429 + ``x-ratelimit-remaining: 0``), ``validation`` (422), ``graphql_error`` (200 with a
 GraphQL ``errors`` list, type ``FORBIDDEN``), ``delay`` (answer normally after ``delay``
-seconds) and ``drop`` (close the connection without answering).
+seconds), ``drop`` (close the connection without answering) and ``lost_answer`` (do the
+request, then answer 5xx instead: GitHub sometimes reports a failure for a write it made).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ FAULT_KINDS = (
     "graphql_error",
     "delay",
     "drop",
+    "lost_answer",
 )
 RATE_DOCS = "https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api"
 STATUS_MESSAGES = {
@@ -212,6 +214,11 @@ class FaultMiddleware:
         if fault.kind == "drop":
             await drop_connection(scope)
             return
+        if fault.kind == "lost_answer":
+            async def discard(message: Any) -> None:
+                pass
+
+            await self.app(scope, receive, discard)  # done; its answer never leaves
         status, headers, body = fault_response(fault, self.state.now(), self.state.rate_limit)
         raw = json.dumps(body).encode()
         await send(
