@@ -61,6 +61,11 @@ class InstallationUnavailable(Exception):
     uninstalled, or the App's own credentials are wrong. Retrying does not help."""
 
 
+class RepositoryUnavailable(InstallationUnavailable):
+    """GitHub would not make a token for one repository: the installation no longer has it
+    (removed from the installation, deleted, or moved to another account)."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """githubkit retry decision: brief waits in place, longer ones raise (the job defers)."""
@@ -164,8 +169,9 @@ class GitHubApp:
         self._timeout = timeout
         # Building a TLS context loads the CA bundle (~20 ms); one per process is enough.
         self._ssl = ssl.create_default_context(cafile=certifi.where())
-        self._tokens: dict[int, InstallationToken] = {}
-        self._locks: dict[int, asyncio.Lock] = {}
+        # By (installation, repository): git gets a token for the run's repository only.
+        self._tokens: dict[tuple[int, int | None], InstallationToken] = {}
+        self._locks: dict[tuple[int, int | None], asyncio.Lock] = {}
         # Without Redis (the web process, some tests) writes are not paced.
         self.writes = None if redis is None else WriteBudget(redis, settings.github_write_limits)
 
@@ -184,16 +190,21 @@ class GitHubApp:
     def app_client(self) -> GitHub[AppAuthStrategy]:
         return self._client(AppAuthStrategy(self._app_id, self._private_key.get_secret_value()))
 
-    async def installation_token(self, installation_id: int) -> InstallationToken:
-        lock = self._locks.setdefault(installation_id, asyncio.Lock())
+    async def installation_token(self, installation_id: int,
+                                 repository_id: int | None = None) -> InstallationToken:
+        """A token for the installation, or with `repository_id` for that one repository
+        (what git is given: a token that leaks from a clone reaches no other repository)."""
+        key = (installation_id, repository_id)
+        lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
-            cached = self._tokens.get(installation_id)
+            cached = self._tokens.get(key)
             if cached is not None and cached.fresh(datetime.now(UTC)):
                 return cached
+            narrowed = {} if repository_id is None else {"repository_ids": [repository_id]}
             try:
                 async with self.app_client() as github:
                     response = await github.rest.apps.async_create_installation_access_token(
-                        installation_id
+                        installation_id, **narrowed
                     )
             except RequestFailed as exc:
                 limited = rate_limited(exc)
@@ -201,6 +212,10 @@ class GitHubApp:
                     raise limited from exc
                 if exc.response.status_code >= 500:
                     raise
+                if repository_id is not None and exc.response.status_code == 422:
+                    raise RepositoryUnavailable(describe(exc)) from exc
+                # Suspended or uninstalled: no token of the installation's works any more.
+                self.forget_token(installation_id)
                 raise InstallationUnavailable(_token_refusal(installation_id, exc)) from exc
             data = response.parsed_data
             permissions = data.permissions.model_dump(exclude_none=True) if data.permissions else {}
@@ -209,7 +224,7 @@ class GitHubApp:
                 expires_at=_timestamp(data.expires_at),
                 permissions={k: str(v) for k, v in permissions.items()},
             )
-            self._tokens[installation_id] = token
+            self._tokens[key] = token
             return token
 
     def warm_up(self) -> None:
@@ -231,15 +246,19 @@ class GitHubApp:
             with contextlib.suppress(AttributeError):
                 getattr(models, name)
 
-    def forget_token(self, installation_id: int) -> None:
-        """Drop a cached token (after GitHub said 401) so the next call fetches a new one."""
-        self._tokens.pop(installation_id, None)
+    def forget_token(self, installation_id: int, repository_id: int | None = None) -> None:
+        """Drop a cached token (after GitHub said 401) so the next call fetches a new one;
+        without `repository_id`, all of the installation's."""
+        for key in list(self._tokens):
+            if key[0] == installation_id and repository_id in (None, key[1]):
+                del self._tokens[key]
 
-    async def replaced_token(self, installation_id: int) -> str:
+    async def replaced_token(self, installation_id: int,
+                             repository_id: int | None = None) -> str:
         """A new token in place of one GitHub no longer accepts (revoked, or expired by
         GitHub's clock)."""
-        self.forget_token(installation_id)
-        return (await self.installation_token(installation_id)).token
+        self.forget_token(installation_id, repository_id)
+        return (await self.installation_token(installation_id, repository_id)).token
 
     @contextlib.asynccontextmanager
     async def installation(self, installation_id: int) -> AsyncIterator[GitHub[Any]]:

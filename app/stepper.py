@@ -51,7 +51,7 @@ from app.slots import give_back_slot
 from app.stopping import abort_steps, stop_run
 from app.terminal import TerminalTools
 from app.tools import Toolbox
-from app.workspace import BranchDeleted, check_branch, remote_branch_head, synced
+from app.workspace import BranchDeleted, check_branch, git_token, remote_branch_head, synced
 
 log = get_logger(__name__)
 
@@ -382,10 +382,10 @@ async def _commit_and_push(svc: Services, run: Run, step: Step, workspace: Works
             # forces nothing: it is only given for a commit that builds on `before`.
             lease = before is None or await _is_ancestor(worktree, before, carry)
             expected = (before or "") if lease else None
-            token = (await svc.github.installation_token(run.installation_id)).token
+            token = await git_token(svc, run)
             failure = await _push_once(workspace, worktree, run.branch, carry, token, expected)
             if failure is not None and auth_failed(failure):
-                token = await svc.github.replaced_token(run.installation_id)
+                token = await git_token(svc, run, replaced=True)
                 failure = await _push_once(workspace, worktree, run.branch, carry, token,
                                            expected)
             if failure is None:

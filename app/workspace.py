@@ -18,6 +18,7 @@ from app.git import (
     repository_gone,
     resolve_commit,
 )
+from app.github import RepositoryUnavailable
 from app.logs import get_logger
 from app.runs import Run
 from app.services import Services
@@ -44,24 +45,38 @@ async def synced(svc: Services, run: Run, *, fresher_than: float | None = None,
 
     With `branch`, a clone that already has the run's base commit and the branch exactly as
     GitHub has it is used as it is: one API call instead of a fetch."""
-    token = await svc.github.installation_token(run.installation_id)
+    token = await git_token(svc, run)
     workspace = workspace_for(svc, run)
     if branch is not None and await _current(svc, run, workspace, branch):
-        return workspace, token.token
+        return workspace, token
     try:
         try:
-            await workspace.sync(token.token, fresher_than=fresher_than)
+            await workspace.sync(token, fresher_than=fresher_than)
         except GitError as exc:
             if not auth_failed(exc.output):
                 raise
-            fresh = await svc.github.replaced_token(run.installation_id)
+            fresh = await git_token(svc, run, replaced=True)
             await workspace.sync(fresh, fresher_than=fresher_than)
             return workspace, fresh
     except GitError as exc:
         if repository_gone(exc.output) and not isinstance(exc, RepositoryGone):
             raise RepositoryGone.of(exc, ("fetch",)) from exc
         raise
-    return workspace, token.token
+    return workspace, token
+
+
+async def git_token(svc: Services, run: Run, *, replaced: bool = False) -> str:
+    """A token for git that reaches the run's repository only (a run recorded before runs
+    kept the repository's id gets the installation's). With `replaced`, a new one in place
+    of one GitHub no longer accepts. GitHub refusing to make one for the repository means the
+    installation no longer has it: `RepositoryGone`, as when git cannot find it."""
+    try:
+        if replaced:
+            return await svc.github.replaced_token(run.installation_id, run.repo_id)
+        return (await svc.github.installation_token(run.installation_id, run.repo_id)).token
+    except RepositoryUnavailable as exc:
+        raise RepositoryGone.of(f"Repository not found: GitHub would not make a token for "
+                                f"it ({exc})", ("fetch",)) from exc
 
 
 async def _current(svc: Services, run: Run, workspace: Workspace, branch: str) -> bool:

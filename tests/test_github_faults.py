@@ -8,6 +8,7 @@ import dataclasses
 import time
 from typing import Any
 
+import httpx
 import pytest
 from arq import Retry
 from githubkit.exception import RequestFailed
@@ -18,6 +19,7 @@ from app.github import InstallationUnavailable, describe
 from app.installations import handle_installation
 from app.runs import RunStatus
 from app.services import Services
+from app.workspace import synced
 from tests import test_triggers
 from tests.emulators.github.testing import Env
 from workers.main import _guarded, plan_run
@@ -228,3 +230,21 @@ def test_a_push_failure_github_did_not_explain_is_left_as_git_said() -> None:
 def test_only_a_failure_on_githubs_side_counts_as_worth_pushing_again(output: str,
                                                                      transient: bool) -> None:
     assert transient_git_failure(output) is transient
+
+
+async def test_git_is_given_a_token_for_the_runs_repository_only(
+    env: Env, svc: Services
+) -> None:
+    # A token that leaked from a clone (a process listing, a crash dump) reaches nothing but
+    # the repository the run works on, not everything the installation can see.
+    env.state.create_repo("acme/payroll", files={"salaries.csv": "alice,1\n"})
+    run = await started(env, svc)
+    svc = cloning_from(env, svc)
+    workspace, token = await synced(svc, run)
+    assert (workspace.clone / ".git").is_dir()
+    [issued] = [t for t in env.state.tokens.values() if t.token == token]
+    assert issued.repository_ids == [env.repo.id]
+    api = str(svc.settings.github_api_url).rstrip("/")
+    async with httpx.AsyncClient(headers={"Authorization": f"token {token}"}) as client:
+        assert (await client.get(f"{api}/repos/{REPO}")).status_code == 200
+        assert (await client.get(f"{api}/repos/acme/payroll")).status_code == 404
