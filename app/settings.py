@@ -7,6 +7,7 @@ receives a `Settings` object. Tests build one from a dict with `Settings.model_v
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +32,32 @@ _HINTS: dict[str, str] = {
 }
 
 
+_PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.+-----END [A-Z ]*PRIVATE KEY-----", re.S)
+
+
+def pem_problem(pem: str) -> str | None:
+    """What is wrong with `pem` as a GitHub App's private key, or None."""
+    if not pem:
+        return "paste the contents of the .pem file GitHub downloaded."
+    if not _PEM.fullmatch(pem.strip()):
+        return "this is not a PEM private key (it starts with -----BEGIN RSA PRIVATE KEY-----)."
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        # Whether it parses, not whether its primes are sound (that takes ~50 ms, and GitHub
+        # refusing the App's signature says so anyway).
+        key = load_pem_private_key(pem.encode(), password=None,
+                                   unsafe_skip_rsa_key_validation=True)
+    except TypeError:
+        return "this key is encrypted; use the unencrypted key GitHub generated."
+    except ValueError:
+        return "this key could not be read; paste the whole .pem file, unchanged."
+    if not isinstance(key, RSAPrivateKey):
+        return "GitHub App keys are RSA keys; this is not one."
+    return None
+
+
 class SettingsError(Exception):
     """A missing or malformed setting; the message is one line naming the variable."""
 
@@ -42,6 +69,8 @@ class Settings(BaseSettings):
         extra="ignore",
         case_sensitive=False,
         populate_by_name=True,
+        # `NAME=` (an .env line left blank) means unset, as if the line were not there.
+        env_ignore_empty=True,
     )
 
     github_app_id: int | None = Field(default=None, gt=0)
@@ -133,9 +162,21 @@ class Settings(BaseSettings):
                     f"{exc.strerror}"
                 ) from None
             self.github_private_key = SecretStr(text)
+            source = "GITHUB_PRIVATE_KEY_PATH"
+        else:
+            source = "GITHUB_PRIVATE_KEY"
         key = self.github_private_key
-        if key is not None and "PRIVATE KEY-----" not in key.get_secret_value():
-            raise ValueError("GITHUB_PRIVATE_KEY: not a PEM private key")
+        if key is not None:
+            problem = pem_problem(key.get_secret_value())
+            if problem is not None:
+                where = (f" ({self.github_private_key_path})"
+                         if source == "GITHUB_PRIVATE_KEY_PATH" else "")
+                raise ValueError(f"{source}: not a usable private key{where}: "
+                                 f"{problem.rstrip('.')}")
+        secret = self.github_webhook_secret
+        if secret is not None and not secret.get_secret_value().strip():
+            # An empty HMAC key is no secret: anyone could sign a delivery.
+            raise ValueError("GITHUB_WEBHOOK_SECRET: is blank")
         return self
 
     @property

@@ -58,7 +58,7 @@ from app.envfile import EnvFileError, check_entry, update_env_file
 from app.logs import get_logger
 from app.paths import MANIFEST_PATH
 from app.render import render
-from app.settings import Settings
+from app.settings import Settings, pem_problem
 
 log = get_logger(__name__)
 
@@ -76,9 +76,6 @@ GITHUB_HEADERS = {
 }
 SETUP_MODE_ERROR = "Conductor is in setup mode: register or configure the GitHub App first"
 _SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
-_PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.+-----END [A-Z ]*PRIVATE KEY-----", re.S)
-
-
 def missing_settings(settings: Settings) -> list[str]:
     missing = []
     if settings.github_app_id is None:
@@ -318,9 +315,9 @@ def _registered_app(body: Any) -> RegisteredApp:
         or app_id <= 0
         or not isinstance(slug, str)
         or not isinstance(pem, str)
-        or not _PEM.search(pem)
+        or pem_problem(pem) is not None
         or not isinstance(secret, str)
-        or not secret
+        or not secret.strip()
     ):
         raise SetupFailure(
             502,
@@ -370,7 +367,7 @@ def check_credentials(form: FormData) -> tuple[dict[str, str], dict[str, str]]:
     if not (app_id.isascii() and app_id.isdigit() and int(app_id) > 0):
         errors["app_id"] = "App ID: enter the App's numeric ID from its settings page."
     pem = _text(form, "private_key").replace("\r\n", "\n").strip()
-    problem = _pem_problem(pem)
+    problem = pem_problem(pem)
     if problem:
         errors["private_key"] = f"Private key: {problem}"
     secret = _text(form, "webhook_secret").strip()
@@ -392,27 +389,6 @@ def check_credentials(form: FormData) -> tuple[dict[str, str], dict[str, str]]:
     if slug:
         values["GITHUB_APP_SLUG"] = slug
     return values, errors
-
-
-def _pem_problem(pem: str) -> str | None:
-    if not pem:
-        return "paste the contents of the .pem file GitHub downloaded."
-    if not _PEM.fullmatch(pem):
-        return "this is not a PEM private key (it starts with -----BEGIN RSA PRIVATE KEY-----)."
-    try:
-        from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-        from cryptography.hazmat.primitives.serialization import load_pem_private_key
-    except ImportError:  # pragma: no cover - cryptography comes with githubkit's App auth
-        return None
-    try:
-        key = load_pem_private_key(pem.encode(), password=None)
-    except TypeError:
-        return "this key is encrypted; use the unencrypted key GitHub generated."
-    except ValueError:
-        return "this key could not be read; paste the whole .pem file, unchanged."
-    if not isinstance(key, RSAPrivateKey):
-        return "GitHub App keys are RSA keys; this is not one."
-    return None
 
 
 # --- pages --------------------------------------------------------------------------------

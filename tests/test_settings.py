@@ -63,7 +63,14 @@ def test_key_file_is_read(clean_env: Path, monkeypatch: pytest.MonkeyPatch,
         ({"GITHUB_APP_ID": "abc"}, "GITHUB_APP_ID: Input should be a valid integer"),
         ({"REDIS_URL": "localhost:6379"}, "REDIS_URL: must start with redis://"),
         ({"GITHUB_API_URL": "not a url"}, "GITHUB_API_URL: Input should be a valid URL"),
-        ({"GITHUB_PRIVATE_KEY": "not-a-key"}, "GITHUB_PRIVATE_KEY: not a PEM private key"),
+        ({"GITHUB_PRIVATE_KEY": "not-a-key"},
+         "GITHUB_PRIVATE_KEY: not a usable private key: this is not a PEM private key"),
+        # Shaped like a key, but not one: found at start, not when the first job signs.
+        ({"GITHUB_PRIVATE_KEY": "-----BEGIN RSA PRIVATE KEY-----\\ngarbage\\n"
+                                "-----END RSA PRIVATE KEY-----"},
+         "GITHUB_PRIVATE_KEY: not a usable private key: this key could not be read"),
+        # An empty HMAC key would let anyone sign a delivery.
+        ({"GITHUB_WEBHOOK_SECRET": "   "}, "GITHUB_WEBHOOK_SECRET: is blank"),
         ({"GITHUB_PRIVATE_KEY_PATH": "missing.pem"},
          "GITHUB_PRIVATE_KEY_PATH: cannot read missing.pem"),
     ],
@@ -79,3 +86,18 @@ def test_a_bad_value_fails_with_one_line_naming_the_variable(
     assert text.startswith(message)
     assert "\n" not in text
     assert "; set it to " in text
+
+
+def test_a_blank_line_in_the_env_file_means_unset(
+    clean_env: Path, private_key_pem: str
+) -> None:
+    key_file = clean_env / "app.pem"
+    key_file.write_text(private_key_pem)
+    (clean_env / ".env").write_text(
+        f"GITHUB_APP_ID=\nGITHUB_PRIVATE_KEY=\nGITHUB_PRIVATE_KEY_PATH={key_file}\n"
+        "GITHUB_WEBHOOK_SECRET=\n")
+    settings = load_settings()
+    assert settings.github_app_id is None and settings.github_webhook_secret is None
+    key = settings.github_private_key
+    assert key is not None and key.get_secret_value() == private_key_pem
+    assert not settings.has_app_credentials  # so `conductor serve` offers the setup page
