@@ -151,7 +151,10 @@ async def run(
         if server is not None:
             server.should_exit = True
         if worker is not None:
-            await drain_worker(worker, grace=settings.conductor_shutdown_grace)
+            try:
+                await drain_worker(worker, grace=settings.conductor_shutdown_grace)
+            except Exception as exc:  # Redis gone, say: the web server must still stop
+                log.error("worker did not shut down cleanly", error=repr(exc))
         stopper.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         for task, result in zip(tasks, results, strict=True):

@@ -167,8 +167,10 @@ def start_redis(
     # Its own output goes to its log, not to this process's stderr: a server that outlives
     # this process must not hold the pipe a supervisor (or a shell pipeline) reads.
     with log_path.open("ab") as output:
+        # Its own session: Ctrl-C in a terminal signals the whole foreground process group,
+        # and Redis must outlive the worker's drain (which writes to it), stopped by `stop`.
         process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=output)
+                                   stderr=output, start_new_session=True)
     server = RedisProcess(process=process, url=url, log_path=log_path)
     deadline = time.monotonic() + startup_timeout
     while time.monotonic() < deadline:

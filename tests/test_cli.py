@@ -258,3 +258,53 @@ def test_the_dashboard_line_points_at_the_public_url_once_sign_in_is_set() -> No
     local = settings.model_copy(update={"conductor_public_url": None})
     assert _dashboard_line(local, "http://127.0.0.1:3000").startswith(
         "Dashboard: http://127.0.0.1:3000/dashboard")
+
+
+async def test_ctrl_c_with_a_job_in_flight_stops_redis_only_after_the_worker(
+    tmp_path: Path, private_key_pem: str
+) -> None:
+    # A GitHub that accepts connections and never answers: the job waits on it.
+    held: list[asyncio.StreamWriter] = []
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.read()
+
+    github = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    api = f"http://127.0.0.1:{github.sockets[0].getsockname()[1]}"
+    env = bot_env(private_key_pem, GITHUB_API_URL=api, CONDUCTOR_SHUTDOWN_GRACE="1",
+                  CONDUCTOR_TRIGGER_LABEL="bug")
+    # Ctrl-C in a terminal signals the whole foreground process group, children included.
+    process = await asyncio.create_subprocess_exec(
+        CONDUCTOR, "serve", cwd=tmp_path, env=clean_env(**env), start_new_session=True,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    proc = Proc(process)
+    try:
+        await proc.wait_for(LISTENING)
+        payload = load_fixture("issues.labeled.0.json")
+        payload["label"]["name"] = "bug"
+        payload["installation"] = {"id": 1}
+        body = json.dumps(payload).encode()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{env['PORT']}") as client:
+            answer = await client.post("/api/github/webhooks", content=body,
+                                       headers=signed_headers(body, "issues", "in-flight"))
+        assert answer.json()["accepted"]
+        await proc.wait_for(":handle_event(")  # arq's line: the job has started
+        os.killpg(process.pid, signal.SIGINT)
+        async with asyncio.timeout(30):
+            out, _ = await process.communicate()
+    finally:
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+        for writer in held:
+            writer.close()
+        github.close()
+        await github.wait_closed()
+    output = "".join(proc.lines) + out.decode()
+    assert process.returncode == 0, output
+    assert "Traceback" not in output and "did not shut down cleanly" not in output
+    assert "they will run again" in output, output  # told Redis, which was still there
+    log = (tmp_path / ".conductor" / "redis" / "redis.log").read_text()
+    assert "Received SIGINT" not in log and "Received SIGTERM" in log
+    assert _redis_servers_of(tmp_path) == []
