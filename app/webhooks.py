@@ -7,6 +7,7 @@ trip, shared with the deliveries that arrive meanwhile (see `app.enqueue`), and 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -23,6 +24,9 @@ from app.logs import get_logger
 from app.routing import Identity, route
 
 log = get_logger(__name__)
+
+# Seconds a delivery waits for Redis to store it before the answer is 503 (GitHub waits 10).
+QUEUE_WAIT = 5.0
 
 
 class BodyTooLarge(Exception):
@@ -147,12 +151,17 @@ async def receive_webhook(request: Request) -> WebhookAnswer:
         return _answer(202, ignored=decision.ignored, delivery=delivery)
 
     try:
-        # The job carries the body itself when orjson reads it as `payload` (cheaper to store).
-        accepted = await delivery_queue(request.state.redis).accept(
-            delivery, event, decision.kind, payload, body=body if strict else None
-        )
-    except RedisError as exc:
-        log.error("webhook not queued", error=str(exc), **fields)
+        # A Redis that stopped answering (stalled, or its host gone) must not hold the request
+        # past GitHub's 10 s: a 503 says to redeliver. Should the delivery have been stored
+        # after all, the redelivery is answered as a duplicate of it.
+        async with asyncio.timeout(QUEUE_WAIT):
+            # The job carries the body itself when orjson reads it as `payload` (cheaper).
+            accepted = await delivery_queue(request.state.redis).accept(
+                delivery, event, decision.kind, payload, body=body if strict else None
+            )
+    except (RedisError, TimeoutError) as exc:
+        log.error("webhook not queued", error=str(exc) or "Redis did not answer in time",
+                  **fields)
         return _answer(503, error="queue unavailable; redeliver this webhook later",
                        delivery=delivery)
     if not accepted:

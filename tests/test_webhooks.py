@@ -376,6 +376,36 @@ async def test_healthz_checks_redis(client: httpx.AsyncClient) -> None:
     assert response.json() == {"ok": True, "mode": "bot", "redis": "ok"}
 
 
+async def test_a_redis_that_stops_answering_is_503_within_githubs_wait(
+    settings_factory: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import signal
+
+    from app import webhooks
+    from app.redis import start_redis_on_free_port
+
+    monkeypatch.setattr(webhooks, "QUEUE_WAIT", 0.5)
+    server = start_redis_on_free_port(tmp_path / "r", appendonly=False)
+    app = create_app(settings_factory(), redis_url=server.url)
+    try:
+        with LiveServer(app) as live:
+            async with httpx.AsyncClient(base_url=live.url, timeout=30) as c:
+                assert (await post(c, "issues", _labeled(), delivery="before")).status_code == 202
+                os.kill(server.process.pid, signal.SIGSTOP)  # alive, connected, silent
+                try:
+                    response = await post(c, "issues", _labeled(), delivery="while-stalled")
+                finally:
+                    os.kill(server.process.pid, signal.SIGCONT)
+                assert response.status_code == 503
+                assert "redeliver" in response.json()["error"]
+                # Redis is back: the redelivery is taken (once, whatever the first try left).
+                again = await post(c, "issues", _labeled(), delivery="while-stalled")
+                assert again.status_code == 202
+    finally:
+        server.stop()
+
+
 async def test_redis_down_is_503_and_the_delivery_can_be_redelivered(
     settings_factory: Any, tmp_path: Any
 ) -> None:
