@@ -303,10 +303,10 @@ class ModelClient:
     async def call(self, request: ModelRequest, *, budget: Budget | None, role: str,
                    trace: Mapping[str, Any]) -> ModelResponse:
         price_for(request.model)  # an unpriced model fails before anything is sent
-        hold = await budget.check(request.model, request) if budget is not None else None
-        payload = request.payload()
+        payload = request.payload()  # so does a request with too many cache breakpoints
         run_id = trace.get("run") or (budget.run_id if budget is not None else None)
         sanitised = _sanitised_request(request)
+        hold = await budget.check(request.model, request) if budget is not None else None
         started_at, clock = time.time(), time.monotonic()
 
         def record(**fields: Any) -> ModelCall:

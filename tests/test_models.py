@@ -389,3 +389,18 @@ async def test_a_cancelled_call_frees_its_budget_reservation(
     response = await client.call(ask(max_tokens=1000), budget=budget, role="implementer",
                                  trace={"run": "run-cancel"})  # refused if still held
     assert response.call.error is None
+
+
+async def test_a_request_refused_before_sending_reserves_no_budget(
+    client: ModelClient, stand_in: AnthropicStandIn, redis: aioredis.Redis
+) -> None:
+    marked = {"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}
+    request = ModelRequest(model=MODEL, max_tokens=10, system=[ROLE_PROMPT], tools=[READ_FILE],
+                           messages=[{"role": "user", "content": [marked, dict(marked), {
+                               "type": "text", "text": "last"}]}])
+    budget = Budget(redis, "run-refused", Limits())
+    with pytest.raises(ModelRequestRejected, match="at most 4"):
+        await client.call(request, budget=budget, role="implementer",
+                          trace={"run": "run-refused"})
+    assert await redis.exists("conductor:run:run-refused:holds") == 0
+    assert stand_in.requests == []
