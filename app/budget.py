@@ -8,7 +8,7 @@ Keys:
                                cache_read_input_tokens and cost_micro_usd (integer micro-dollars)
     conductor:run:{id}:calls   list of `ModelCall` JSON, in the order the calls finished
     conductor:run:{id}:holds   hash of reservations by calls in progress: hold id ->
-                               "<tokens> <micro-USD> <expires at, epoch seconds>"
+                               "<tokens> <micro-USD> <lapses at, epoch seconds by Redis's clock>"
 
 Counters only ever grow by HINCRBY inside one MULTI, so workers on different machines recording
 at once add up exactly. Tokens counted against `limits.max_tokens_per_run` are every token the
@@ -18,21 +18,32 @@ model processed: uncached input, cache writes, cache reads and output.
 ~3.5 characters per token, all of it priced as a cache write, plus `max_tokens` of output) would
 pass a limit. Otherwise it reserves that worst case, in the same Lua script, so that parallel
 steps cannot together spend past a limit: each check counts what the calls still in progress
-may spend. `record` frees the call's reservation in the MULTI that adds its real usage. A
-reservation whose worker died expires after `HOLD_SECONDS` (longer than a call can take with
-its retries), and `renew` drops them all.
+may spend. `record` frees the call's reservation in the MULTI that adds its real usage, and
+`release` frees that of a call cancelled without an answer.
+
+A reservation is a lease: it lapses `HOLD_SECONDS` after it was made unless its call, still
+waiting for the model, renews it (`keep`, every third of that). So the reservation of a call
+whose worker was killed, which nothing will free, stops counting `HOLD_SECONDS` (rounded up
+to the second) after the kill, and the next check drops it; a live call's is never dropped,
+unless its worker cannot reach Redis for that long. arq runs a killed job again only once the
+job's in-progress key has lapsed, at least 10 s after the job's time ran out (which ends its
+calls), so the re-run does not find its predecessor's reservations. Leases are read on
+Redis's clock, so workers whose clocks disagree agree on them. `renew` (a fresh allowance)
+drops every reservation.
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
 import uuid
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from app.limits import Limits
+from app.logs import get_logger
 from app.models import ModelCall
 from app.pricing import worst_case_cost
 from app.runs import CALLS_KEY, HOLDS_KEY, USAGE_KEY
@@ -44,13 +55,23 @@ ALL = "all"
 # Spending recorded when the allowance was last renewed (`/agent retry`): limits count from here.
 ALLOWANCE = "allowance"
 CONFIG_HINT = "in .github/conductor.yml (or the server's default limits)"
-# A reservation outlives any call: 600 s per attempt, 3 retries, waits of at most 20 s.
-HOLD_SECONDS = 3600
+# How long a reservation counts without being renewed by its call: under the 10 s by which
+# arq's re-run of a killed job trails the job's timeout (see above), even rounded up; long
+# enough that two renewals in a row may fail (Redis slow or restarting) before it lapses.
+HOLD_SECONDS = 8
 
-# KEYS: usage, holds. ARGV: hold id, tokens, micro-USD, token limit, micro-USD limit, now,
-# expiry. Returns {verdict, spent tokens, reserved tokens, spent micro-USD, reserved micro-USD};
-# the verdict is "ok" (and the hold is kept), "tokens" or "cost".
-_RESERVE = """
+log = get_logger(__name__)
+
+# Seconds now by Redis's clock (TIME: seconds and microseconds), for the scripts below.
+_NOW = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+"""
+
+# KEYS: usage, holds. ARGV: hold id, tokens, micro-USD, token limit, micro-USD limit, lease
+# seconds. Returns {verdict, spent tokens, reserved tokens, spent micro-USD, reserved
+# micro-USD}; the verdict is "ok" (and the hold is kept), "tokens" or "cost".
+_RESERVE = _NOW + """
 local u = redis.call('HMGET', KEYS[1], 'all|input_tokens', 'all|output_tokens',
   'all|cache_creation_input_tokens', 'all|cache_read_input_tokens', 'all|cost_micro_usd',
   'allowance|tokens', 'allowance|cost')
@@ -59,7 +80,6 @@ for i = 1, 7 do n[i] = tonumber(u[i]) or 0 end
 local tokens = n[1] + n[2] + n[3] + n[4] - n[6]
 local micro = n[5] - n[7]
 local held_tokens, held_micro = 0, 0
-local now = tonumber(ARGV[6])
 local holds = redis.call('HGETALL', KEYS[2])
 for i = 1, #holds, 2 do
   local t, c, expires = string.match(holds[i + 1], '^(%d+) (%d+) (%d+)$')
@@ -76,9 +96,22 @@ if tokens + held_tokens + tonumber(ARGV[2]) > tonumber(ARGV[4]) then
 elseif micro + held_micro + tonumber(ARGV[3]) > tonumber(ARGV[5]) then
   verdict = 'cost'
 else
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[7])
+  local lapses = math.ceil(now + tonumber(ARGV[6]))
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. lapses)
 end
 return {verdict, tokens, held_tokens, micro, held_micro}
+"""
+
+# KEYS: holds. ARGV: hold id, lease seconds. Moves the hold's lapse to a lease from now;
+# returns 0 (and does nothing) when the hold is gone: freed, dropped by a check once it had
+# lapsed, or dropped by `renew`.
+_RENEW = _NOW + """
+local hold = redis.call('HGET', KEYS[1], ARGV[1])
+if not hold then return 0 end
+local t, c = string.match(hold, '^(%d+) (%d+) ')
+if t == nil then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], t .. ' ' .. c .. ' ' .. math.ceil(now + tonumber(ARGV[2])))
+return 1
 """
 
 
@@ -158,10 +191,12 @@ async def model_calls(redis: Redis, run_id: str, start: int = 0, end: int = -1) 
 
 
 class Budget:
-    def __init__(self, redis: Redis, run_id: str, limits: Limits) -> None:
+    def __init__(self, redis: Redis, run_id: str, limits: Limits, *,
+                 hold_seconds: int = HOLD_SECONDS) -> None:
         self.redis: Any = redis  # redis-py's stubs type commands as "Awaitable | value"
         self.run_id = run_id
         self.limits = limits
+        self.hold_seconds = hold_seconds
         self.usage_key = USAGE_KEY.format(run_id=run_id)
         self.calls_key = CALLS_KEY.format(run_id=run_id)
         self.holds_key = HOLDS_KEY.format(run_id=run_id)
@@ -183,10 +218,10 @@ class Budget:
                                      request.cache_ttl)
         token_limit = self.limits.max_tokens_per_run
         cost_limit = self.limits.max_cost_usd_per_run
-        hold, now = uuid.uuid4().hex, int(time.time())
+        hold = uuid.uuid4().hex
         verdict, tokens, held_tokens, micro, held_micro = await self.redis.eval(
             _RESERVE, 2, self.usage_key, self.holds_key, hold, worst_tokens,
-            micro_usd(worst_cost), token_limit, micro_usd(cost_limit), now, now + HOLD_SECONDS)
+            micro_usd(worst_cost), token_limit, micro_usd(cost_limit), self.hold_seconds)
         verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
         usd, held_usd = micro / 1_000_000, held_micro / 1_000_000
         if verdict == "tokens":
@@ -208,6 +243,26 @@ class Budget:
                 kind="cost", limit=cost_limit, spent=usd + held_usd, needed=worst_cost,
             )
         return hold
+
+    def keep(self, hold: str) -> asyncio.Task[None]:
+        """Renew `hold` while its call is in progress; cancel the task when the call ends.
+        A worker that dies stops renewing, and its reservation lapses `hold_seconds` later."""
+        return asyncio.create_task(self._keep(hold), name=f"budget hold {hold}")
+
+    async def _keep(self, hold: str) -> None:
+        while True:
+            await asyncio.sleep(self.hold_seconds / 3)
+            try:
+                kept = await self.redis.eval(_RENEW, 1, self.holds_key, hold, self.hold_seconds)
+            except RedisError as exc:
+                # The next renewal may still come before the hold lapses; the call goes on.
+                log.warning("budget hold not renewed", run=self.run_id, error=str(exc))
+                continue
+            if not kept:
+                # Dropped by a fresh allowance (`/agent retry`), or lapsed while this worker
+                # could not reach Redis: the call goes on, its usage is recorded as ever.
+                log.warning("budget hold gone before its call ended", run=self.run_id)
+                return
 
     async def record(self, call: ModelCall, hold: str | None = None) -> None:
         """Add the call's usage to the run's counters, append it to the ledger and free the

@@ -307,6 +307,8 @@ class ModelClient:
         run_id = trace.get("run") or (budget.run_id if budget is not None else None)
         sanitised = _sanitised_request(request)
         hold = await budget.check(request.model, request) if budget is not None else None
+        # Renewed while the call is in progress: if this worker dies, the reservation lapses.
+        keeper = budget.keep(hold) if budget is not None and hold is not None else None
         started_at, clock = time.time(), time.monotonic()
 
         def record(**fields: Any) -> ModelCall:
@@ -333,10 +335,13 @@ class ModelClient:
             raise
         except BaseException:
             # Cancelled (the job's time ran out, the run was cancelled) or broken: no answer
-            # and no usage, so the reservation is freed rather than held for an hour.
+            # and no usage, so the reservation is freed now rather than left to lapse.
             if budget is not None and hold is not None:
                 await budget.release(hold)
             raise
+        finally:
+            if keeper is not None:
+                keeper.cancel()
         usage = message.usage
         blocks = [_block_param(block) for block in message.content]
         content = [block for block in blocks if _sendable(block)]

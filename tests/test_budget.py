@@ -164,3 +164,67 @@ async def test_recording_a_call_frees_what_its_check_reserved(redis: aioredis.Re
     await budget.record(call(error="529 overloaded"), failing)
     await budget.check(MODEL, request(max_tokens=2_000))  # $0.04 left, nothing reserved
     assert (await budget.spent())[1] == pytest.approx(0.96)
+
+
+async def test_a_killed_workers_reservation_lapses_and_a_live_calls_stays(
+    redis: aioredis.Redis,
+) -> None:
+    # Two steps' calls in progress; one worker is killed mid-call, so nothing frees its
+    # reservation. Room for two calls' worst case (~1,120 tokens each), not three.
+    limits = Limits(max_tokens_per_run=2_500)
+    live, dead, rerun = (Budget(redis, "run-1", limits, hold_seconds=1) for _ in range(3))
+    live_hold = await live.check(MODEL, request())
+    keeper = live.keep(live_hold)  # as `ModelClient.call` does while it waits
+    try:
+        await dead.check(MODEL, request())  # then SIGKILL: no record, no release, no renewal
+        with pytest.raises(BudgetExceeded, match="reserved by calls in progress"):
+            await rerun.check(MODEL, request())  # within the lease both count
+        # The killed step runs again: its call goes on once the dead reservation lapses.
+        hold = await _first_reserved(rerun)
+        assert set(await redis.hkeys("conductor:run:run-1:holds")) == {
+            live_hold.encode(), hold.encode()}
+        with pytest.raises(BudgetExceeded):
+            await dead.check(MODEL, request())  # the live call's reservation still counts
+        await rerun.record(call(input_tokens=900, output_tokens=100), hold)
+    finally:
+        keeper.cancel()
+    await live.record(call(input_tokens=900, output_tokens=100), live_hold)
+    assert await redis.exists("conductor:run:run-1:holds") == 0
+    assert await live.spent() == (2_000, pytest.approx(0.000246))
+
+
+async def _first_reserved(budget: Budget) -> str:
+    """Check until the calls in progress leave room (a lease of 1 s lapses within 2 s)."""
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            return await budget.check(MODEL, request())
+        except BudgetExceeded:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def test_a_call_renews_its_reservation_until_it_is_answered(
+    redis: aioredis.Redis, server: AnthropicServer, stand_in: AnthropicStandIn
+) -> None:
+    # The answer takes three leases: the reservation must count all along, and be gone after.
+    stand_in.script([reply("Slow answer.", delay=3.0)])
+    limits = Limits(max_tokens_per_run=2_000)  # one call's worst case, not two
+    budget = Budget(redis, "run-1", limits, hold_seconds=1)
+    models = ModelClient(Settings(_env_file=None, anthropic_api_key=API_KEY,
+                                  anthropic_base_url=server.url))
+    try:
+        answer = asyncio.ensure_future(models.call(request(), budget=budget,
+                                                   role="implementer", trace={"run": "run-1"}))
+        while not await redis.exists("conductor:run:run-1:holds"):
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(2.2)  # past the lease the call was given when it was reserved
+        with pytest.raises(BudgetExceeded, match="reserved by calls in progress"):
+            await Budget(redis, "run-1", limits).check(MODEL, request())
+        response = await answer
+    finally:
+        await models.aclose()
+    assert response.text == "Slow answer."
+    assert await redis.exists("conductor:run:run-1:holds") == 0
+    assert [t for t in asyncio.all_tasks() if t.get_name().startswith("budget hold")] == []
