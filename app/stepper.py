@@ -115,8 +115,10 @@ async def run_step(ctx: dict[str, Any], run_id: str, step_id: str, attempt: int)
         commit, details = await _execute(svc, run, step, record,
                                          first_try=int(ctx.get("job_try", 1)) == 1)
     except BudgetExceeded as exc:
-        await _finish(svc, run, record, StepState.FAILED, error=str(exc))
+        # Stopped first, with the budget as the reason: the step's failure would otherwise
+        # wake the scheduler, which stops the run as "step failed" before this could.
         await stop_run(svc, run, RunStatus.NEEDS_HUMAN, f"budget exhausted: {exc}")
+        await _finish(svc, run, record, StepState.FAILED, error=str(exc))
         return f"step {step_id} stopped: budget"
     except BranchDeleted as exc:
         # Stopped first, so that the scheduler the step's end wakes finds nothing to do.

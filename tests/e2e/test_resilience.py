@@ -19,6 +19,7 @@ from tests.e2e.support import (
     step,
     steps,
     submits,
+    timeline,
     writes,
 )
 from tests.emulators.anthropic_api import fault
@@ -104,9 +105,16 @@ def test_budget_exhaustion_stops_the_run_with_a_comment_and_pushes_nothing_half_
         run = stack.wait_for(lambda: run_in(stack, "needs_human", "verifying"), 60, "the run")
         assert run["status"] == "needs_human"
         assert "budget" in run["stop_reason"] and "max_tokens_per_run" in run["stop_reason"]
-        notice = stack.wait_for(lambda: [c.body for c in stack.comments(number)
-                                         if "stopped run" in c.body], 30, "the stop comment")
-        assert "budget" in notice[0] and "@alice" in notice[0]
+        # Step b's job ends after its stop (and the scheduler its end wakes): then count.
+        stack.wait_for(lambda: stack.redis_client().exists(
+            f"arq:result:step:{run['id']}:b:1"), 30, "step b's job to end")
+        # One stop, one notice, and it names the budget: the step failed because of it.
+        [notice] = [c.body for c in stack.comments(number) if "stopped run" in c.body]
+        assert "budget" in notice and "max_tokens_per_run" in notice and "@alice" in notice
+        assert "step b failed" not in notice
+        run = run_in(stack, "needs_human")
+        assert run is not None and "max_tokens_per_run" in run["stop_reason"]
+        assert len([e for e in timeline(stack, run["id"]) if e["kind"] == "stop"]) == 1
         # Every commit on the branch is a whole step; the refused step pushed nothing.
         records = steps(stack, run["id"])
         assert records["a"]["state"] == "done" and records["b"]["state"] == "failed"
