@@ -45,7 +45,7 @@ from app.plan import Plan
 from app.planning import load_config
 from app.pulls import upsert_pull_request
 from app.report import neutralise
-from app.runs import Run, RunStatus
+from app.runs import RUN_RETENTION, Run, RunStatus
 from app.services import Services
 from app.stopping import NEEDS_HUMAN_LABEL, stop_run
 from app.workspace import branch_head, workspace_for
@@ -54,6 +54,8 @@ log = get_logger(__name__)
 
 DONE_LABEL = "agent:done"
 LAST_EVENT_KEY = "conductor:ci:{run_id}:{sha}:last-event"
+# Set while and once the diagnosis for a CI attempt is posted on the pull request.
+DIAGNOSIS_KEY = "conductor:ci:{run_id}:{sha}:{attempt}:diagnosis"
 LOCK_WAIT = 20.0
 MARK_READY = """
 mutation($id: ID!) {
@@ -281,24 +283,50 @@ def _message(exc: RequestFailed) -> str:
 
 
 async def needs_human(svc: Services, run: Run, diagnosis: str) -> None:
-    """Stop, label the issue and the PR, and explain on the PR what went wrong."""
+    """Stop, label the issue and the PR, and explain on the PR what went wrong.
+
+    Safe to repeat: a job that fails part-way (a label GitHub would not add) runs again and
+    finds the run still active; the labels are added again, which changes nothing, and the
+    diagnosis is posted once for the CI attempt."""
     owner, name = run.repo.split("/", 1)
-    fresh = await svc.store.set_fields(run.id, diagnosis=diagnosis) or run
-    if run.pr_number is not None:
-        async with svc.github.installation(run.installation_id) as gh:
-            await gh.rest.issues.async_add_labels(owner, name, run.pr_number,
+
+    def note(fresh: Run) -> None:
+        if fresh.status.active:
+            fresh.diagnosis = diagnosis
+
+    fresh = await svc.store.update(run.id, note) or run
+    if not fresh.status.active:
+        return  # stopped meanwhile, for a reason that was told already
+    if fresh.pr_number is not None:
+        async with svc.github.installation(fresh.installation_id) as gh:
+            await gh.rest.issues.async_add_labels(owner, name, fresh.pr_number,
                                                   labels=[NEEDS_HUMAN_LABEL])
-            await gh.rest.issues.async_create_comment(
-                owner, name, run.pr_number,
-                body=f"@{run.triggered_by} Conductor stopped run `{run.id}` and needs a "
-                     f"human.\n\n{diagnosis}\n\nPush a fix to this branch, or comment "
-                     "`/agent retry [instructions]` to let Conductor try again with a fresh "
-                     "CI-fix budget.")
+            await _post_diagnosis(svc, gh, fresh, diagnosis)
     headline = diagnosis.split("\n", 1)[0].removeprefix("**What failed:** ")
     await stop_run(svc, fresh, RunStatus.NEEDS_HUMAN, headline[:300],
-                   notify=run.pr_number is None)
+                   notify=fresh.pr_number is None)
     if fresh.pr_number is not None:
         await upsert_pull_request(svc, fresh)
+
+
+async def _post_diagnosis(svc: Services, gh: Any, run: Run, diagnosis: str) -> None:
+    """The diagnosis comment on the PR, once per CI attempt: the key is taken before posting
+    and given back when the post fails, so that the job's next try posts it."""
+    assert run.pr_number is not None
+    owner, name = run.repo.split("/", 1)
+    key = DIAGNOSIS_KEY.format(run_id=run.id, sha=str(run.head_sha)[:12], attempt=len(run.ci))
+    if not await svc.redis.set(key, "1", nx=True, ex=RUN_RETENTION):
+        return
+    try:
+        await gh.rest.issues.async_create_comment(
+            owner, name, run.pr_number,
+            body=f"@{run.triggered_by} Conductor stopped run `{run.id}` and needs a "
+                 f"human.\n\n{diagnosis}\n\nPush a fix to this branch, or comment "
+                 "`/agent retry [instructions]` to let Conductor try again with a fresh "
+                 "CI-fix budget.")
+    except BaseException:
+        await svc.redis.delete(key)
+        raise
 
 
 # -- fixing ------------------------------------------------------------------------------------

@@ -331,3 +331,27 @@ def test_a_required_check_that_never_reports_is_handed_to_a_human(tmp_path: Path
         assert attempt["verdict"] == "missing"
         assert "deploy/preview" in run["stop_reason"]
         assert pull_requests(stack)[0].draft  # never marked ready
+
+
+def test_a_hand_over_whose_issue_label_fails_posts_one_diagnosis(tmp_path: Path) -> None:
+    """No CI-fix budget, so red CI goes straight to a human; labelling the issue fails three
+    times (a 502 each), so the hand-over's job runs four times. People see one diagnosis."""
+    files = {**PROJECT_FILES, ".github/conductor.yml": "limits:\n  max_ci_fix_attempts: 0\n"}
+    with Stack(tmp_path, files=files, script=first_run(), env=FAST_CI) as stack:
+        number = stack.label_issue("Add subtract", "We need subtract(a, b).")
+        stack.state.add_fault("status", method="POST", path=f"/repos/*/issues/{number}/labels",
+                              status=502, count=3)
+        run = stack.wait_for(lambda: run_in(stack, "done", "needs_human", "failed"), 120,
+                             "the run to need a human")
+        assert run["status"] == "needs_human", run.get("stop_reason")
+        assert not stack.state.faults, "every fault was hit (and is used up)"
+        assert [a["verdict"] for a in run["ci"]] == ["red"]
+        assert not requests_text(stack, "failed CI")  # no fix was planned
+        [pull] = pull_requests(stack)
+        assert "agent:needs-human" in labels(stack, number)
+        assert "agent:needs-human" in labels(stack, pull.number)
+        [diagnosis] = [c.body for c in stack.comments(pull.number) if "needs a human" in c.body]
+        assert FAILING_TEST in diagnosis and "**What failed:**" in diagnosis
+        # The issue is not told again: the pull request is where the diagnosis is.
+        assert not [c for c in stack.comments(number) if "stopped run" in c.body]
+        assert len([e for e in timeline(stack, run["id"]) if e["kind"] == "stop"]) == 1
