@@ -51,14 +51,20 @@ def resume_point(run: Run, steps: Mapping[str, StepRecord]) -> Point:
 
 
 async def retry(svc: Services, run: Run, author: str, instructions: str,
-                answer: Answer, *, installation_id: int | None = None) -> str:
+                answer: Answer, *, installation_id: int | None = None,
+                key: str | None = None) -> str:
     """`/agent retry` (or the Retry button) on a stopped run. `installation_id`: the one the
     command came through, which is the repository's now: after the App was uninstalled and
-    installed again, the run's own no longer works."""
+    installed again, the run's own no longer works. `key` names the request (a comment, a
+    button press): asked again with the same key (its job run again after a failure), a
+    retry already recorded for it is carried on, not refused as active nor started twice."""
     previous = run.installation_id
     if installation_id is not None:
         run.installation_id = installation_id  # saved with the retry below
     moved = run.installation_id != previous
+    for number, entry in enumerate(run.retries, 1):
+        if key is not None and entry.get("key") == key:
+            return await _carry_on(svc, run, number, entry, answer)
     status = run.status.value.replace("_", " ")
     if run.status.active:
         await answer("confused", f"@{author} run `{run.id}` is still active ({status}), so "
@@ -107,9 +113,25 @@ async def retry(svc: Services, run: Run, author: str, instructions: str,
         async with svc.github.installation(run.installation_id) as gh:
             await gh.rest.pulls.async_update(owner, name, pull.number, state="open")
 
+    # What can be done again harmlessly comes before the retry is recorded: a job that fails
+    # here (GitHub refuses the label's removal for a while) runs again and finds the run as
+    # it was. Once recorded, a job run again carries on (`_carry_on`).
+    await Budget(svc.redis, run.id, Limits()).renew()
+    if point == "steps":
+        for record in steps.values():
+            if record.state in (StepState.FAILED.value, StepState.RUNNING.value):
+                record.state = StepState.PENDING.value
+                record.error = None
+                await svc.store.save_step(run.id, record)
+    await _clear_needs_human(svc, run)
+
     def change(fresh: Run) -> None:
         fresh.installation_id = run.installation_id
-        fresh.retries.append({"by": author, "at": now, "instructions": instructions[:4000]})
+        entry: dict[str, Any] = {"by": author, "at": now, "instructions": instructions[:4000],
+                                 "point": point}
+        if key is not None:
+            entry["key"] = key
+        fresh.retries.append(entry)
         fresh.ci_fixes = 0
         fresh.stop_reason = None
         fresh.status = _STATUS[point]
@@ -124,18 +146,17 @@ async def retry(svc: Services, run: Run, author: str, instructions: str,
     if pull is not None:
         await svc.store.log(run.id, "retry", f"pull request #{pull.number} reopened for the "
                             f"retry by @{author}")
-    await Budget(svc.redis, run.id, Limits()).renew()
-    if point == "steps":
-        for record in steps.values():
-            if record.state in (StepState.FAILED.value, StepState.RUNNING.value):
-                record.state = StepState.PENDING.value
-                record.error = None
-                await svc.store.save_step(run.id, record)
     said = f": “{instructions[:300]}”" if instructions else ""
     await svc.store.log(run.id, "retry", f"retry {number} by @{author}, from "
                         f"{_DESCRIBE[point]}{said}", by=author, point=point)
-    await _clear_needs_human(svc, updated)
+    await _go_on(svc, updated, point, number)
+    await tracking.refresh(svc, updated)
+    await answer("rocket")
+    return f"retry {number} by {author}: {point}"
 
+
+async def _go_on(svc: Services, run: Run, point: Point, number: int) -> None:
+    """Hand the retried run to the job for `point`. Idempotent: each job has its id."""
     if point == "plan":
         await svc.redis.enqueue_job(Job.PLAN_RUN, run.id, _job_id=f"plan:{run.id}:retry{number}")
     elif point == "steps":
@@ -145,14 +166,23 @@ async def retry(svc: Services, run: Run, author: str, instructions: str,
         await svc.redis.enqueue_job(Job.FINALIZE_RUN, run.id,
                                     _job_id=f"finalize:{run.id}:retry{number}")
     elif point == "ci-fix":
-        assert updated.head_sha is not None
-        await svc.redis.enqueue_job(Job.FIX_CI, run.id, updated.head_sha,
+        assert run.head_sha is not None
+        await svc.redis.enqueue_job(Job.FIX_CI, run.id, run.head_sha,
                                     _job_id=f"ci-fix:{run.id}:retry{number}")
     else:
         await verify.begin(svc, run.id)
-    await tracking.refresh(svc, updated)
+
+
+async def _carry_on(svc: Services, run: Run, number: int, entry: Mapping[str, Any],
+                    answer: Answer) -> str:
+    """Retry `number`, recorded by an earlier try of the same request that failed after: the
+    rest of it, unless the run went on from where the retry put it already."""
+    point: Point = entry["point"]
+    if run.status is _STATUS[point]:
+        await _go_on(svc, run, point, number)
+    await tracking.refresh(svc, run)
     await answer("rocket")
-    return f"retry {number} by {author}: {point}"
+    return f"retry {number} by {entry['by']}: {point}"
 
 
 async def _closed_pull(svc: Services, run: Run) -> Any:
