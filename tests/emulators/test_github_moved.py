@@ -102,3 +102,28 @@ def test_the_rename_is_announced_and_a_new_repository_can_take_the_old_name(
     with httpx.Client(base_url=gh.url, headers=bearer(gh)) as http:
         answer = http.get("/repos/acme/widgets")
         assert answer.status_code == 200 and answer.json()["id"] == newcomer.id
+
+
+def test_a_repository_is_found_by_its_id_only_by_those_who_may_see_it(gh: Env) -> None:
+    # GET /repositories/{id} answers as GET /repos/{owner}/{repo} does for its name now, and
+    # as GitHub does for a private repository: 404 to a caller who cannot see it.
+    secret = gh.state.create_repo("acme/secret", files={"README.md": "hush\n"})
+    elsewhere = gh.state.create_repo("umbrella/tools", files={"README.md": "x\n"})
+    with httpx.Client(base_url=gh.url, headers=bearer(gh)) as http:
+        found = http.get(f"/repositories/{secret.id}")
+        assert found.status_code == 200 and found.json()["full_name"] == "acme/secret"
+        level = http.get(f"/repositories/{gh.repo.id}/collaborators/rita/permission")
+        assert level.status_code == 200 and level.json()["permission"] == "read"
+        for refused in (elsewhere.id, 987654321):  # not the installation's; no such id
+            answer = http.get(f"/repositories/{refused}")
+            assert answer.status_code == 404 and answer.json()["message"] == "Not Found"
+    rita = {"Authorization": f"token {gh.state.user_token('rita')}"}
+    with httpx.Client(base_url=gh.url, headers=rita) as http:
+        assert http.get(f"/repositories/{gh.repo.id}").json()["full_name"] == "acme/gadgets"
+        assert http.get(f"/repositories/{secret.id}").status_code == 404
+    with httpx.Client(base_url=gh.url) as anonymous:
+        assert anonymous.get(f"/repositories/{secret.id}").status_code == 404
+
+    gh.state.remove_repositories(gh.installation.id, ["acme/secret"])
+    with httpx.Client(base_url=gh.url, headers=bearer(gh)) as http:
+        assert http.get(f"/repositories/{secret.id}").status_code == 404
