@@ -7,6 +7,9 @@ eight hours; the user token GitHub hands over is used once to ask who they are, 
 A run is shown to someone with read access or more to its repository (or write, or admin:
 `CONDUCTOR_DASHBOARD_PERMISSION`), asked with the installation's token (`app.permissions`,
 cached a minute); a run they may not see is a 404, the same as a run that does not exist.
+The repository is found by its id, which a rename keeps, and asked about under the name it
+has now: a new repository given an old name shows nobody the old one's runs. Runs recorded
+before runs kept the id are checked by the name they started with.
 
 The pages are HTML without scripts; what they show came in part from issues, models and CI
 logs, so it is escaped (Jinja autoescape, control characters shown as escapes) and the pages
@@ -47,7 +50,7 @@ from app.github import (
     signed_in_login,
 )
 from app.logs import get_logger
-from app.permissions import permission
+from app.permissions import Access, access_by_id, permission
 from app.render import render
 from app.runs import Run, RunStore
 from app.settings import Settings
@@ -149,41 +152,54 @@ class AccessUnknown(Exception):
     """GitHub could not say whether the person may read the repository."""
 
 
-async def _may_view(dash: Dashboard, run: Run, login: str) -> bool:
+async def _access(dash: Dashboard, run: Run, login: str) -> Access:
+    """`login`'s permission on the run's repository, and the repository's name now."""
     if dash.github is None:
         raise AccessUnknown(f"{run.repo}: GITHUB_APP_ID and GITHUB_PRIVATE_KEY are not set")
     try:
+        if run.repo_id is not None:
+            return await access_by_id(dash.redis, dash.github, run.installation_id,
+                                      run.repo_id, login)
+        # Recorded before runs kept the repository's id: its name is all there is.
         level = await permission(dash.redis, dash.github, run.installation_id, run.repo, login)
+        return Access(level=level, repo=run.repo)
     except (GitHubException, InstallationUnavailable, RateLimited, httpx.HTTPError) as exc:
         said = describe(exc) if isinstance(exc, GitHubException) else str(exc)
         raise AccessUnknown(f"{run.repo}: {said or type(exc).__name__}") from None
+
+
+async def _may_view(dash: Dashboard, run: Run, login: str) -> str | None:
+    """The run's repository as named now, if `login` may see the run; None if not."""
+    access = await _access(dash, run, login)
     needed = LEVELS.index(dash.settings.conductor_dashboard_permission)
-    return level in LEVELS[needed:]
+    return access.repo if access.repo is not None and access.level in LEVELS[needed:] else None
 
 
 async def _visible_repos(dash: Dashboard, runs: list[Run], login: str
-                         ) -> tuple[set[str], list[str]]:
-    """The repositories among `runs` that `login` may read, and those GitHub would not say."""
+                         ) -> tuple[dict[str, str], list[str]]:
+    """The repositories among `runs` that `login` may read (by `Run.repo_key`, each with its
+    name now), and those GitHub would not say about."""
     first: dict[str, Run] = {}
     for run in runs:
-        first.setdefault(run.repo, run)
-    # One permission call per repository not cached yet; a few at a time, not a burst.
+        first.setdefault(run.repo_key, run)
+    # One check per repository not cached yet; a few at a time, not a burst.
     gate = asyncio.Semaphore(PERMISSION_CHECKS_AT_ONCE)
 
-    async def check(run: Run) -> bool:
+    async def check(run: Run) -> str | None:
         async with gate:
             return await _may_view(dash, run, login)
 
     checks = await asyncio.gather(*(check(run) for run in first.values()),
                                   return_exceptions=True)
-    visible, unknown = set(), []
-    for repo, answer in zip(first, checks, strict=True):
+    visible: dict[str, str] = {}
+    unknown: list[str] = []
+    for key, answer in zip(first, checks, strict=True):
         if isinstance(answer, AccessUnknown):
             unknown.append(str(answer))
         elif isinstance(answer, BaseException):
             raise answer
-        elif answer:
-            visible.add(repo)
+        elif answer is not None:
+            visible[key] = answer
     return visible, unknown
 
 
@@ -230,7 +246,7 @@ async def runs_page(request: Request) -> Response:
                         "one. Start again from the latest runs.", login=login,
                         link=(PREFIX, "Latest runs"))
     wanted = request.query_params.get("repo")
-    runs, repos, unknown, older = await _runs_for(dash, login, wanted, before)
+    runs, names, unknown, older = await _runs_for(dash, login, wanted, before)
     totals: dict[str, UsageTotal] = {}
     for run in runs:
         totals[run.id] = (await usage_totals(dash.redis, run.id)).overall
@@ -238,7 +254,8 @@ async def runs_page(request: Request) -> Response:
     here = {"repo": wanted} if wanted else {}
     return _page("runs", login=login, runs=runs,
                  permission=dash.settings.conductor_dashboard_permission, totals=totals,
-                 metrics=metrics, repos=sorted(repos), repo=wanted, unknown=unknown,
+                 metrics=metrics, repos=sorted(set(names.values())), names=names,
+                 repo=wanted, unknown=unknown,
                  recent=RECENT_RUNS, paged=before is not None,
                  first_page=f"{PREFIX}?{urlencode(here)}" if here else PREFIX,
                  older_page=f"{PREFIX}?{urlencode({**here, 'before': repr(older)})}"
@@ -258,31 +275,33 @@ def _before(value: str | None) -> float | None:
 
 
 async def _runs_for(dash: Dashboard, login: str, wanted: str | None, before: float | None
-                    ) -> tuple[list[Run], set[str], list[str], float | None]:
+                    ) -> tuple[list[Run], dict[str, str], list[str], float | None]:
     """Up to RECENT_RUNS runs created before `before`, newest first, in repositories `login`
-    may read (and only `wanted`, if given); the readable repositories met on the way, those
-    GitHub would not say about, and the `before` of the next page (None: nothing older)."""
+    may read (and only `wanted`, by its name now, if given); the readable repositories met on
+    the way (by `Run.repo_key`, each with its name now), those GitHub would not say about, and
+    the `before` of the next page (None: nothing older)."""
     store = RunStore(dash.redis)
     shown: list[Run] = []
-    repos: set[str] = set()
+    names: dict[str, str] = {}
     unknown: list[str] = []
     looked, cursor = 0, before
     while True:
         batch, older = await store.page(RECENT_RUNS, before=cursor)
         looked += RECENT_RUNS
         visible, missing = await _visible_repos(dash, batch, login)
-        repos |= visible
+        names |= visible
         unknown += [item for item in missing if item not in unknown]
         for run in batch:
-            if run.repo in visible and (not wanted or run.repo.lower() == wanted.lower()):
+            name = visible.get(run.repo_key)
+            if name is not None and (not wanted or name.lower() == wanted.lower()):
                 shown.append(run)
                 if len(shown) == RECENT_RUNS:
                     # The next page starts after the last run shown, not the last one read.
-                    return shown, repos, unknown, run.created_at
+                    return shown, names, unknown, run.created_at
         if older is None:
-            return shown, repos, unknown, None
+            return shown, names, unknown, None
         if looked >= SCAN_RUNS:
-            return shown, repos, unknown, older
+            return shown, names, unknown, older
         cursor = older
 
 
@@ -295,23 +314,25 @@ async def run_page(request: Request) -> Response:
     # Only the run's record is read before GitHub says whether this person may see it.
     run = await RunStore(dash.redis).get(run_id)
     try:
-        allowed = run is not None and await _may_view(dash, run, login)
+        current = None if run is None else await _may_view(dash, run, login)
     except AccessUnknown as exc:
         return _message(503, "GitHub could not be asked",
                         f"Whether you may read this run's repository is GitHub's to say, and "
                         f"it could not be asked just now ({exc}). Try again in a minute.",
                         login=login)
-    if run is None or not allowed:
+    if run is None or current is None:
         return _message(404, "No such run",
                         "There is no run with this id that you can see. Runs are shown to "
                         f"people with {dash.settings.conductor_dashboard_permission} access "
                         "or more to their repository.", login=login,
                         link=(PREFIX, "All runs"))
     trace = await assemble(dash.redis, run)
-    return _page("run", login=login, **_run_context(trace, dash.web_url))
+    return _page("run", login=login, **_run_context(trace, dash.web_url, current))
 
 
-def _run_context(trace: Trace, web_url: str) -> dict[str, Any]:
+def _run_context(trace: Trace, web_url: str, current: str) -> dict[str, Any]:
+    """What the run page shows; `current` is the repository's name now, which the links use:
+    once a repository is renamed, its old name may belong to another one."""
     run = trace.run
     specs = {s.get("id"): s for s in (run.plan or {}).get("steps", [])}
     order = step_order(run, trace.steps)
@@ -339,7 +360,7 @@ def _run_context(trace: Trace, web_url: str) -> dict[str, Any]:
     return {
         "run": run, "steps": [(i, trace.steps[i], specs.get(i, {})) for i in order],
         "timeline": trace.timeline, "usage": trace.usage, "calls": calls, "bars": bars,
-        "repo_url": f"{web_url}/{run.repo}", "when": _when, "clock": clock,
+        "repo": current, "repo_url": f"{web_url}/{current}", "when": _when, "clock": clock,
         "duration": _duration,
     }
 

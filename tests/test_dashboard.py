@@ -64,14 +64,20 @@ def browser(live: LiveServer) -> Iterator[httpx.Client]:
 
 async def recorded(redis: aioredis.Redis, env: Env, repo: str = "acme/widgets",
                    **fields: Any) -> Run:
+    """A recorded run in `repo`, with the repository's id as runs keep it (`repo_id=None`: a
+    run recorded before they did)."""
+    fields.setdefault("repo_id", env.state.resolve_repo(repo).id)
     run = await record_run(redis)
-    changed = await RunStore(redis).set_fields(run.id, installation_id=env.installation.id,
-                                               **fields)
-    assert changed is not None
+    store = RunStore(redis)
     if repo != run.repo:
-        other = Run(**{**changed.__dict__, "id": f"secret-1-1-{run.id[-6:]}", "repo": repo})
-        await RunStore(redis).create(other)
+        base = await store.set_fields(run.id, installation_id=env.installation.id)
+        assert base is not None
+        other = Run(**{**base.__dict__, **fields, "id": f"secret-1-1-{run.id[-6:]}",
+                       "repo": repo})
+        await store.create(other)
         return other
+    changed = await store.set_fields(run.id, installation_id=env.installation.id, **fields)
+    assert changed is not None
     return changed
 
 
@@ -135,6 +141,103 @@ async def test_the_list_shows_only_runs_in_repositories_the_person_may_read(
     assert missing.status_code == 404
     # A run one may not see reads exactly like one that does not exist.
     assert run_page(browser, secret).text == missing.text
+
+
+async def test_a_new_repository_given_a_renamed_ones_name_does_not_show_its_runs(
+    env: Env, live: LiveServer, browser: httpx.Client, redis: aioredis.Redis
+) -> None:
+    old = env.state.resolve_repo("acme/secret")
+    env.state.set_collaborator(old, "alice", "read")
+    secret = await recorded(redis, env, repo="acme/secret", head_sha="4" * 40, pr_number=3,
+                            pr_url=f"{env.url}/acme/secret/pull/3")
+    assert secret.repo_id == old.id
+    sign_in(browser, env, "rita")  # no access to acme/secret
+    assert run_page(browser, secret).status_code == 404
+    missing = browser.get("/dashboard/runs/no-such-run").text
+
+    # The private repository is renamed, and a new one takes its name, where rita may read.
+    env.state.rename_repo("acme/secret", "secret-legacy")
+    new = env.state.create_repo("acme/secret", files={"README.md": "new\n"})
+    env.state.set_collaborator(new, "rita", "read")
+    for cached in (True, False):  # the answer cached a minute ago, then GitHub's answer now
+        if not cached:
+            await redis.delete(*[key async for key in redis.scan_iter("conductor:perm:*")])
+        page = run_page(browser, secret)
+        assert page.status_code == 404 and page.text == missing
+        listing = browser.get("/dashboard")
+        assert listing.status_code == 200 and secret.id not in listing.text
+        assert "secret-legacy" not in listing.text
+        only = browser.get("/dashboard", params={"repo": "acme/secret"})
+        assert secret.id not in only.text
+
+    # Alice reads the renamed repository: she still sees the run, under its name now.
+    with httpx.Client(base_url=live.url, timeout=10) as alice:
+        sign_in(alice, env, "alice")
+        page = run_page(alice, secret)
+        assert page.status_code == 200
+        assert "acme/secret-legacy#7" in page.text
+        assert "Started in acme/secret, since renamed acme/secret-legacy." in page.text
+        assert f"{env.url}/acme/secret-legacy/commit/{'4' * 40}" in page.text
+        assert f"{env.url}/acme/secret-legacy/pull/3" in page.text
+        assert f"{env.url}/acme/secret/" not in page.text  # no link into the new repository
+        listing = alice.get("/dashboard")
+        assert secret.id in listing.text and "acme/secret-legacy#7" in listing.text
+        only = alice.get("/dashboard", params={"repo": "acme/secret-legacy"})
+        assert secret.id in only.text
+        assert secret.id not in alice.get("/dashboard", params={"repo": "acme/secret"}).text
+
+
+async def test_a_run_whose_repository_github_no_longer_shows_the_app_is_not_shown(
+    env: Env, browser: httpx.Client, redis: aioredis.Redis
+) -> None:
+    run = await recorded(redis, env)
+    gone = await recorded(redis, env, repo="acme/secret", repo_id=987654321)  # no such id
+    env.state.set_collaborator("acme/secret", "alice", "read")
+    sign_in(browser, env, "alice")
+    assert run_page(browser, run).status_code == 200
+    assert run_page(browser, gone).status_code == 404
+    # Taken out of the App's installation: its id no longer resolves for the App either.
+    env.state.remove_repositories(env.installation.id, ["acme/widgets"])
+    await redis.delete(*[key async for key in redis.scan_iter("conductor:perm:*")])
+    assert run_page(browser, run).status_code == 404
+    listing = browser.get("/dashboard")
+    assert listing.status_code == 200
+    assert run.id not in listing.text and gone.id not in listing.text
+
+
+async def test_runs_recorded_before_ids_were_kept_are_checked_by_name(
+    env: Env, browser: httpx.Client, redis: aioredis.Redis
+) -> None:
+    legacy = await recorded(redis, env, repo_id=None)
+    secret = await recorded(redis, env, repo="acme/secret", repo_id=None)
+    sign_in(browser, env, "rita")
+    assert run_page(browser, legacy).status_code == 200
+    assert run_page(browser, secret).status_code == 404
+    assert [key async for key in redis.scan_iter("conductor:perm:id:*")] == []
+
+
+async def test_many_runs_of_one_repository_cost_one_check_a_minute(
+    env: Env, browser: httpx.Client, redis: aioredis.Redis
+) -> None:
+    store = RunStore(redis)
+    for number in range(30):
+        await store.create(Run(id=f"run-{number:02d}", repo="acme/widgets",
+                               repo_id=env.repo.id, installation_id=env.installation.id,
+                               issue_number=100 + number, issue_title=f"issue {number}",
+                               triggered_by="alice", trigger_delivery=f"d-{number}",
+                               attempt=1, branch="b", created_at=1796000000.0 - number))
+    sign_in(browser, env, "rita")
+
+    def checks() -> list[str]:
+        return [f"{r.method} {r.path}" for r in env.state.requests if r.auth == "installation"
+                and ("/repositories/" in r.path or r.path.endswith("/permission"))]
+
+    assert browser.get("/dashboard").text.count(">run-") == 30
+    assert checks() == [f"GET /repositories/{env.repo.id}",
+                        "GET /repos/acme/widgets/collaborators/rita/permission"]
+    assert browser.get("/dashboard").text.count(">run-") == 30
+    assert browser.get("/dashboard/runs/run-07").status_code == 200
+    assert len(checks()) == 2  # cached by the repository's id
 
 
 async def test_someone_without_access_sees_no_run(
