@@ -26,11 +26,32 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _run(main: Coroutine[Any, Any, None]) -> None:
+def _run(main: Coroutine[Any, Any, list[str]]) -> int:
+    """Run the process until it stops; 0 after a clean stop, non-zero (with one line saying
+    why) when a component failed, so that a supervisor restarting on failure restarts it."""
     from app.processes import tune_gc
 
     tune_gc()  # every import is done and the app built: what the process starts with
-    asyncio.run(main)
+    failures = asyncio.run(main)
+    if failures:
+        from app.logs import redactor
+
+        return _fail(redactor.scrub("stopped: " + "; ".join(failures)))
+    return 0
+
+
+def _data_dir_problem(settings: Settings) -> str | None:
+    """Why CONDUCTOR_DATA_DIR cannot hold Redis's data and the clones, in one line, or None."""
+    data = settings.conductor_data_dir
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        probe = data / ".writable"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        return (f"CONDUCTOR_DATA_DIR: cannot use {data}: {exc.strerror or exc}; set it to a "
+                "directory this user can write to")
+    return None
 
 
 def _serve(settings: Settings) -> int:
@@ -42,9 +63,10 @@ def _serve(settings: Settings) -> int:
 
         _say(f"Conductor is in setup mode (no GitHub App credentials): open {url}/ to "
              "register or configure the App.")
-        _run(processes.run(settings, app=create_setup_app(settings), redis_url=None,
+        return _run(processes.run(settings, app=create_setup_app(settings), redis_url=None,
                                   with_worker=False))
-        return 0
+    if (problem := _data_dir_problem(settings)) is not None:
+        return _fail(problem)
     import workers.main  # noqa: F401  (the worker's imports take seconds: before "listening")
     from app.redis import RedisStartError
     from app.web import create_app
@@ -55,11 +77,10 @@ def _serve(settings: Settings) -> int:
                  f"web and worker in one process; {described})")
             _say("Webhook URL path: /api/github/webhooks")
             _say(_dashboard_line(settings, url))
-            _run(processes.run(settings, app=create_app(settings, redis_url=redis_url),
+            return _run(processes.run(settings, app=create_app(settings, redis_url=redis_url),
                                       redis_url=redis_url, with_worker=True))
     except RedisStartError as exc:
         return _fail(str(exc))
-    return 0
 
 
 def _dashboard_line(settings: Settings, url: str) -> str:
@@ -82,9 +103,8 @@ def _web(settings: Settings) -> int:
                      "by `conductor web`; run `conductor serve` once to register the App")
     _say(f"Conductor web listening on http://{settings.host}:{settings.port} (Redis at REDIS_URL)")
     _say(_dashboard_line(settings, f"http://{settings.host}:{settings.port}"))
-    _run(processes.run(settings, app=create_app(settings), redis_url=settings.redis_url,
+    return _run(processes.run(settings, app=create_app(settings), redis_url=settings.redis_url,
                               with_worker=False))
-    return 0
 
 
 def _worker(settings: Settings) -> int:
@@ -93,13 +113,14 @@ def _worker(settings: Settings) -> int:
     if not settings.redis_url:
         return _fail("REDIS_URL: required by `conductor worker`; set it to a URL such as "
                      "redis://localhost:6379/0, or use `conductor serve`")
+    if (problem := _data_dir_problem(settings)) is not None:
+        return _fail(problem)
     import workers.main  # noqa: F401  (imported before `_run` freezes what start-up made)
 
     _say(f"Conductor worker started (Redis at REDIS_URL, "
          f"{settings.conductor_worker_concurrency} job slots)")
-    _run(processes.run(settings, app=None, redis_url=settings.redis_url,
+    return _run(processes.run(settings, app=None, redis_url=settings.redis_url,
                               with_worker=True))
-    return 0
 
 
 @contextlib.contextmanager

@@ -128,8 +128,10 @@ async def run(
     redis_url: str | None,
     with_worker: bool,
     stop: asyncio.Event | None = None,
-) -> None:
-    """Run the web server and/or a worker until `stop` is set (or a stop signal arrives)."""
+) -> list[str]:
+    """Run the web server and/or a worker until `stop` is set (or a stop signal arrives).
+    Returns the errors that stopped a component ("worker: ConnectionError(...)"): empty after
+    a clean stop, so that the command can exit non-zero and a supervisor restart it."""
     stop = stop or asyncio.Event()
     _on_stop_signals(stop)
     tasks: list[asyncio.Task[None]] = []
@@ -140,12 +142,14 @@ async def run(
     if worker is not None:
         tasks.append(asyncio.create_task(worker.async_run(), name="worker"))
     stopper = asyncio.create_task(stop.wait(), name="stop")
+    failures: list[str] = []
     try:
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if task is not stopper and not task.cancelled() and task.exception() is not None:
                 log.error("component stopped", component=task.get_name(),
                           error=repr(task.exception()))
+                failures.append(f"{task.get_name()}: {task.exception()!r}")
     finally:
         log.info("shutting down")
         if server is not None:
@@ -162,6 +166,7 @@ async def run(
                 result, asyncio.CancelledError
             ):
                 log.error("component failed", component=task.get_name(), error=repr(result))
+    return failures
 
 
 @contextlib.contextmanager

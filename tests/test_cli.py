@@ -237,6 +237,29 @@ async def test_web_and_worker_need_redis_url(start: object, command: str) -> Non
     assert out.decode().startswith(f"conductor: REDIS_URL: required by `conductor {command}`")
 
 
+async def test_a_worker_that_loses_its_redis_exits_non_zero(start: object) -> None:
+    # A supervisor that restarts on failure (systemd's Restart=on-failure) must see one.
+    proc = await start("worker", REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")  # type: ignore[operator]
+    async with asyncio.timeout(60):
+        out, _ = await proc.process.communicate()
+    assert proc.process.returncode != 0
+    last = out.decode().strip().splitlines()[-1]
+    assert last.startswith("conductor: stopped: worker: ") and "Connect" in last
+
+
+async def test_a_data_directory_that_cannot_be_used_is_one_line(
+    start: object, tmp_path: Path, private_key_pem: str
+) -> None:
+    (tmp_path / "a-file").write_text("not a directory\n")
+    proc = await start("serve", **bot_env(private_key_pem,  # type: ignore[operator]
+                                          CONDUCTOR_DATA_DIR="a-file/data"))
+    out, _ = await proc.process.communicate()
+    assert proc.process.returncode == 2
+    assert out.decode().strip().splitlines() == [
+        "conductor: CONDUCTOR_DATA_DIR: cannot use a-file/data: Not a directory; set it to a "
+        "directory this user can write to"]
+
+
 async def test_a_bad_setting_stops_start_up_with_one_line(start: object) -> None:
     proc = await start("serve", PORT="eighty")  # type: ignore[operator]
     out, _ = await proc.process.communicate()
