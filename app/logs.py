@@ -6,6 +6,7 @@ a token that slips into an exception message or a job's arguments is redacted to
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -50,8 +51,11 @@ class Redactor:
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
-        # Short values would redact ordinary words; no real secret is that short.
-        new = {s for s in secrets if len(s) >= 6}
+        # Short values would redact ordinary words; no real secret is that short. A secret
+        # with a quote, backslash or newline in it also appears escaped, as a JSON string or
+        # a repr() shows it.
+        new = {form for s in secrets if len(s) >= 6
+               for form in (s, json.dumps(s)[1:-1], repr(s)[1:-1])}
         self._secrets = sorted(set(self._secrets) | new, key=len, reverse=True)
 
     def scrub(self, text: str) -> str:

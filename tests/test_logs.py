@@ -67,6 +67,13 @@ def test_configured_secrets_are_redacted_even_without_a_known_shape() -> None:
     assert redactor.scrub("secret=my-webhook-secret-value;") == f"secret={REDACTED};"
 
 
+def test_a_configured_secret_is_redacted_in_its_escaped_forms_too() -> None:
+    secret = 'we"bhook\\sec\'ret'
+    redactor = Redactor([secret])
+    for shown in (secret, json.dumps({"s": secret}), repr({"s": secret}), str([secret])):
+        assert "bhook" not in redactor.scrub(shown), shown
+
+
 def test_redaction_reaches_nested_values_and_credentials_in_urls() -> None:
     redactor = Redactor()
     event = redactor.scrub_value(
