@@ -77,10 +77,18 @@ def _serve(settings: Settings) -> int:
                  f"web and worker in one process; {described})")
             _say("Webhook URL path: /api/github/webhooks")
             _say(_dashboard_line(settings, url))
+            _say_missing_slug(settings)
             return _run(processes.run(settings, app=create_app(settings, redis_url=redis_url),
                                       redis_url=redis_url, with_worker=True))
     except RedisStartError as exc:
         return _fail(str(exc))
+
+
+def _say_missing_slug(settings: Settings) -> None:
+    if not settings.github_app_slug:
+        _say("GITHUB_APP_SLUG is not set: Conductor cannot tell its own bot's events (its "
+             "pushes, comments) from people's; set it to the name in the App's URL "
+             "(github.com/apps/<slug>)")
 
 
 def _dashboard_line(settings: Settings, url: str) -> str:
@@ -103,6 +111,7 @@ def _web(settings: Settings) -> int:
                      "by `conductor web`; run `conductor serve` once to register the App")
     _say(f"Conductor web listening on http://{settings.host}:{settings.port} (Redis at REDIS_URL)")
     _say(_dashboard_line(settings, f"http://{settings.host}:{settings.port}"))
+    _say_missing_slug(settings)
     return _run(processes.run(settings, app=create_app(settings), redis_url=settings.redis_url,
                               with_worker=False))
 

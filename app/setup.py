@@ -379,7 +379,11 @@ def check_credentials(form: FormData) -> tuple[dict[str, str], dict[str, str]]:
         except EnvFileError:
             errors["webhook_secret"] = "Webhook secret: it cannot contain ${...}."  # noqa: S105
     slug = _text(form, "slug").strip()
-    if slug and not _SLUG.fullmatch(slug):
+    if not slug:
+        # Without it the bot's own pushes and comments would look like a person's.
+        errors["slug"] = ("App slug: enter the name in the App's URL (github.com/apps/<slug>); "
+                          "Conductor tells its own events from people's by it.")
+    elif not _SLUG.fullmatch(slug):
         errors["slug"] = "App slug: use the App's URL name, lowercase letters, digits and dashes."
     values = {
         "GITHUB_APP_ID": app_id,

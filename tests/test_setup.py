@@ -606,6 +606,7 @@ BROKEN_PEM = "-----BEGIN RSA PRIVATE KEY-----\nbm90IGEga2V5\n-----END RSA PRIVAT
         ("webhook_secret", "   ", "Webhook secret: enter the one set"),
         ("webhook_secret", "pre${HOME}post", "Webhook secret: it cannot contain"),
         ("slug", "Not A Slug!", "App slug: use the App"),
+        ("slug", "", "App slug: enter the name in the App's URL"),
     ],
 )
 def test_each_bad_field_is_named_and_nothing_is_saved(
