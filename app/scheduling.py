@@ -93,8 +93,48 @@ async def reconcile(ctx: dict[str, Any]) -> str:
             await svc.redis.enqueue_job(Job.EVALUATE_CI, run.id, run.head_sha,
                                         _job_id=f"ci:{run.id}:{run.head_sha[:12]}:reconcile-{tick}")
             nudged += 1
+        elif await _resume_stalled(svc, run, tick):
+            nudged += 1
     await sweep_worktrees(svc.data_dir, older_than=svc.settings.conductor_job_timeout + 60)
     return f"nudged {nudged} runs"
+
+
+async def _resume_stalled(svc: Services, run: Run, tick: int) -> bool:
+    """A run planning, opening its pull request or handling a CI failure that no job carries
+    on (a worker died between saving the status and queueing the job, say) gets that job
+    again. Only once the status is older than any job could run, and no job of the run is
+    queued, deferred or running: each of these jobs is safe to run again."""
+    if time.time() - run.updated_at < svc.settings.conductor_job_timeout + 60:
+        return False
+    if run.status is RunStatus.PLANNING:
+        job: tuple[Any, ...] = (Job.PLAN_RUN, run.id)
+        job_id = f"plan:{run.id}:reconcile-{tick}"
+    elif run.status is RunStatus.FINALIZING:
+        job, job_id = (Job.FINALIZE_RUN, run.id), f"finalize:{run.id}:reconcile-{tick}"
+    elif run.status is RunStatus.FIXING and run.head_sha:
+        job = (Job.FIX_CI, run.id, run.head_sha)
+        job_id = f"ci-fix:{run.id}:reconcile-{tick}"
+    else:
+        return False
+    if await _has_jobs(svc, run.id):
+        return False
+    log.warning("run resumed: no job was carrying it on", run=run.id, status=run.status.value)
+    await svc.store.log(run.id, "reconcile", f"no job was carrying the run on while "
+                        f"{run.status.value}; started one again")
+    await svc.redis.enqueue_job(*job, _job_id=job_id)
+    return True
+
+
+async def _has_jobs(svc: Services, run_id: str) -> bool:
+    """Whether any job of the run is queued (or deferred) or in progress. Every job id of a
+    run names it between colons or at the end (`plan:{id}`, `step:{id}:a:1`, ...)."""
+    patterns = (f"*:{run_id}:*", f"*:{run_id}")
+    for pattern in patterns:
+        async for _ in svc.redis.zscan_iter(QUEUE_NAME, match=pattern, count=1000):
+            return True
+        async for _ in svc.redis.scan_iter(match=f"arq:in-progress:{pattern}", count=1000):
+            return True
+    return False
 
 
 async def _fail_orphaned_steps(svc: Services, run: Run) -> None:

@@ -11,7 +11,7 @@ from arq.jobs import JobStatus
 
 from app.constants import QUEUE_NAME
 from app.redis import RedisProcess
-from app.runs import Run, RunStatus
+from app.runs import RUN_KEY, Run, RunStatus
 from app.scheduling import reconcile
 from app.services import Services
 from tests.conftest import services_for
@@ -63,3 +63,37 @@ async def test_a_run_leaves_the_active_index_when_it_ends_and_returns_on_retry(
     assert await svc.store.active() == []
     await svc.store.set_fields(run.id, status=RunStatus.RUNNING)  # `/agent retry`
     assert [r.id for r in await svc.store.active()] == [run.id]
+
+
+@pytest.mark.parametrize(("status", "job"), [
+    (RunStatus.PLANNING, "plan"), (RunStatus.FINALIZING, "finalize"), (RunStatus.FIXING, "ci-fix"),
+])
+async def test_a_run_no_job_carries_on_is_started_again_but_not_while_one_does(
+    svc: Services, status: RunStatus, job: str
+) -> None:
+    # A worker died between saving the run's new status and queueing the job for it.
+    run = make_run("stuck-1-1-dddddd", 1, 1_000.0, status)
+    run.head_sha = HEAD
+    await svc.store.create(run)
+    assert await reconcile({"services": svc}) == "nudged 0 runs"  # a job may still be coming
+
+    # Longer ago than any job can run (saving the record as it is, not through the store,
+    # which would stamp it now).
+    stored = await svc.store.get(run.id)
+    assert stored is not None
+    stored.updated_at -= svc.settings.conductor_job_timeout + 61
+    await svc.redis.set(RUN_KEY.format(run_id=run.id), stored.to_json())
+    # A job of the run waiting its turn (deferred after a rate limit, say): nothing to do.
+    await svc.redis.enqueue_job("refresh_tracking", run.id, _job_id=f"tracking:{run.id}:1",
+                                _defer_by=600)
+    assert await reconcile({"services": svc}) == "nudged 0 runs"
+
+    await svc.redis.delete(f"arq:job:tracking:{run.id}:1")
+    await svc.redis.zrem(QUEUE_NAME, f"tracking:{run.id}:1")
+    assert await reconcile({"services": svc}) == "nudged 1 runs"
+    queued = [k.decode() for k in await svc.redis.zrange(QUEUE_NAME, 0, -1)]
+    assert [k for k in queued if k.startswith(f"{job}:{run.id}:reconcile-")]
+    # The job it queued carries the run on now: the next tick leaves it be.
+    assert await reconcile({"services": svc}) == "nudged 0 runs"
+    notes = [e["message"] for e in await svc.store.timeline(run.id)]
+    assert any("no job was carrying the run on" in n for n in notes)
