@@ -21,10 +21,19 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from app.budget import Budget
-from app.models import ModelClient, ModelRequest, ModelResponse, SystemBlock
+from app.models import (
+    ModelClient,
+    ModelContextExceeded,
+    ModelRequest,
+    ModelResponse,
+    SystemBlock,
+)
 
 # Stop reasons of an answer that ended before the model did: its last block may be cut short.
 CUT_OFF = frozenset({"max_tokens", "model_context_window_exceeded"})
+# An answer that stopped here filled the context window: the next request, which must hold
+# it, cannot fit.
+CONTEXT_FULL = "model_context_window_exceeded"
 
 
 class TurnLimitExceeded(Exception):
@@ -126,12 +135,18 @@ class Agent:
                     f"the {self.role} agent used all {self.max_turns} turns without calling "
                     f"{self._terminal_names()}; the task may be too large for one step")
             self.turns += 1
-            response = await self.query()
+            try:
+                response = await self.query()
+            except ModelContextExceeded as exc:
+                raise AgentFailed(self._context_full(str(exc))) from exc
             if response.content:
                 self.messages.append({"role": "assistant", "content": response.content})
             if response.stop_reason == "refusal":
                 raise AgentFailed(f"the {self.role} agent refused the task: "
                                   f"{response.text[:300]!r}")
+            if response.stop_reason == CONTEXT_FULL:
+                raise AgentFailed(self._context_full(
+                    f"its answer filled the model's context window at turn {self.turns}"))
             # Each cut-off answer is paid in full and runs nothing: stop early, not at the
             # turn limit.
             cut_offs = cut_offs + 1 if response.stop_reason in CUT_OFF else 0
@@ -186,6 +201,11 @@ class Agent:
     async def _execute_tool(self, name: str, tool_input: dict[str, Any]) -> ToolResult:
         result = self.tools.execute(name, tool_input)
         return await result if inspect.isawaitable(result) else result
+
+    def _context_full(self, why: str) -> str:
+        return (f"the {self.role} agent's conversation with {self.model} outgrew the model's "
+                f"context window ({why}); it cannot go on. Split the work into smaller steps "
+                "(fewer or smaller files each), then `/agent retry`")
 
     def _terminal_names(self) -> str:
         return " or ".join(sorted(self.terminal_tools))

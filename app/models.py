@@ -97,6 +97,11 @@ class ModelRequestRejected(ModelError):
         self.status = status
 
 
+class ModelContextExceeded(ModelRequestRejected):
+    """400 "prompt is too long": the conversation no longer fits in the model's context window;
+    the same conversation will never fit, so retrying (here or as a job) cannot help."""
+
+
 class ModelAuthFailed(ModelError):
     """401/403, or no key configured: ANTHROPIC_API_KEY needs fixing."""
 
@@ -470,6 +475,9 @@ def _status_error(exc: anthropic.APIStatusError, model: str) -> tuple[ModelError
             f"the Anthropic API does not know this model or endpoint ({detail}). Check the "
             f"model id {model!r} (models in .github/conductor.yml) and ANTHROPIC_BASE_URL",
             status)
+    elif status == 400 and "prompt is too long" in detail.lower():
+        error = ModelContextExceeded(
+            f"the conversation no longer fits in {model}'s context window ({detail})", status)
     else:
         error = ModelRequestRejected(f"the Anthropic API rejected the request ({detail})", status)
     return error, retry

@@ -237,14 +237,11 @@ async def test_turn_limit(client: ModelClient, stand_in: AnthropicStandIn,
     assert len(stand_in.message_requests()) == 3
 
 
-# Newer models stop at the context window rather than at max_tokens; the call is just as
-# incomplete (here: a file's content cut short).
-@pytest.mark.parametrize("stop_reason", ["max_tokens", "model_context_window_exceeded"])
 async def test_cut_off_tool_calls_are_not_run(client: ModelClient, stand_in: AnthropicStandIn,
-                                              budget: Budget, stop_reason: str) -> None:
+                                              budget: Budget) -> None:
     stand_in.script([
         Rule(Answer(tool_uses=(ToolUse("write_file", {"path": "a.py", "text": "def f(:"}),),
-                    stop_reason=stop_reason), match=Match(call=1)),
+                    stop_reason="max_tokens"), match=Match(call=1)),
         use_tool("finish_step", {"summary": "done"}, match=Match(call=2)),
     ])
     tools = Files()
@@ -252,6 +249,30 @@ async def test_cut_off_tool_calls_are_not_run(client: ModelClient, stand_in: Ant
     assert tools.files == {}
     [result] = tool_results(stand_in, 1)
     assert result["is_error"] is True and "cut off" in result["content"]
+
+
+async def test_an_answer_that_fills_the_context_window_fails_the_agent_at_once(
+    client: ModelClient, stand_in: AnthropicStandIn, budget: Budget
+) -> None:
+    # The next request would hold this answer too, so it could only be refused as too long.
+    stand_in.script([Rule(Answer(tool_uses=(ToolUse("write_file", {"path": "a.py"}),),
+                                 stop_reason="model_context_window_exceeded"))])
+    tools = Files()
+    with pytest.raises(AgentFailed, match=r"filled the model's context window.*smaller steps"):
+        await agent(client, tools, budget).run(TASK)
+    assert len(stand_in.message_requests()) == 1
+    assert tools.calls == []
+
+
+async def test_a_conversation_too_long_for_the_model_fails_the_agent_saying_so(
+    client: ModelClient, stand_in: AnthropicStandIn, budget: Budget
+) -> None:
+    stand_in.script([use_tool("read_file", {"path": "big.txt"}, match=Match(call=1)),
+                     use_tool("finish_step", {"summary": "done"})])
+    with pytest.raises(AgentFailed, match=r"context window.*smaller steps") as caught:
+        await agent(client, Files({"big.txt": "word " * 200_000}), budget).run(TASK)
+    assert "prompt is too long" in str(caught.value)
+    assert [e.status for e in stand_in.message_requests()] == [200, 400]  # not retried
 
 
 async def test_answers_cut_off_again_and_again_fail_the_agent_early(
