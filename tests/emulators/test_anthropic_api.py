@@ -287,6 +287,40 @@ REJECTED_BODIES: dict[str, tuple[dict[str, Any], str]] = {
         ),
         "toolu_01B",
     ),
+    "text before the tool_result": (
+        _body(
+            tools=[READ_FILE],
+            messages=[
+                *HI,
+                _TOOL_USE_TURN,
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "Here is the file."},
+                        {"type": "tool_result", "tool_use_id": "toolu_01A", "content": "a"},
+                    ],
+                },
+            ],
+        ),
+        "Did not find 1 tool_result block(s) at the beginning of this message",
+    ),
+    "two tool_results for one tool_use": (
+        _body(
+            tools=[READ_FILE],
+            messages=[
+                *HI,
+                _TOOL_USE_TURN,
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": "toolu_01A", "content": "a"},
+                        {"type": "tool_result", "tool_use_id": "toolu_01A", "content": "b"},
+                    ],
+                },
+            ],
+        ),
+        "each tool_use must have a single result",
+    ),
     "five cache breakpoints": (
         _body(
             system=[

@@ -306,6 +306,17 @@ def _check_tool_pairing(messages: list[Any]) -> None:
                     "`tool_use` block must have a corresponding `tool_result` block in the "
                     "next message."
                 )
+            if uses and following is not None:
+                kinds = [block.get("type") for _, block in following.blocks]
+                leading = next((i for i, kind in enumerate(kinds) if kind != "tool_result"),
+                               len(kinds))
+                if "tool_result" in kinds[leading:]:
+                    raise invalid(
+                        f"messages.{following.first_index}: Did not find {len(ids)} "
+                        "tool_result block(s) at the beginning of this message. Messages "
+                        "following tool_use blocks must begin with a matching number of "
+                        "tool_result blocks."
+                    )
             continue
         previous = turns[position - 1] if position > 0 else None
         offered = {
@@ -313,7 +324,16 @@ def _check_tool_pairing(messages: list[Any]) -> None:
             for _, block in (previous.blocks if previous else [])
             if block.get("type") == "tool_use"
         }
+        results_for: set[str] = set()
         for path, block in turn.blocks:
+            if block.get("type") != "tool_result":
+                continue
+            if block.get("tool_use_id") in results_for:
+                raise invalid(
+                    f"{path}: each tool_use must have a single result. Found multiple "
+                    f"`tool_result` blocks with id: {block.get('tool_use_id')}"
+                )
+            results_for.add(str(block.get("tool_use_id")))
             if block.get("type") == "tool_result" and block.get("tool_use_id") not in offered:
                 raise invalid(
                     f"{path}: unexpected `tool_use_id` found in `tool_result` blocks: "
