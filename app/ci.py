@@ -76,6 +76,14 @@ class Snapshot:
                  if r.status == "completed" and r.conclusion in FAILED_CONCLUSIONS],
                 [s for s in self.statuses if s.state in FAILED_STATES])
 
+    def failed_suites(self, own_app_id: int | None) -> list[Suite]:
+        """The completed suites (not Conductor's own) that failed without a check run to show
+        for it: a GitHub Actions workflow that could not start (an invalid workflow file
+        concludes its suite `startup_failure` and creates no job)."""
+        return [s for s in self.suites if (s.app_id != own_app_id or own_app_id is None)
+                and s.status == "completed" and s.conclusion in FAILED_CONCLUSIONS
+                and s.check_runs == 0]
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -126,6 +134,7 @@ def read_ci(snapshot: Snapshot, timing: Timing, *, own_app_id: int | None,
         counted += 1
         if suite.status != "completed":
             waiting.append(f"{suite.app} checks")
+    failing += [f"{suite.app} checks" for suite in snapshot.failed_suites(own_app_id)]
     for run in runs:
         if run.status != "completed":
             waiting.append(run.name)

@@ -96,7 +96,8 @@ async def evidence(gh: Any, owner: str, name: str, sha: str,
     for workflow in runs:
         if workflow.conclusion not in ("failure", "timed_out", "cancelled", "startup_failure"):
             continue
-        found.rerunnable.append(int(workflow.id))
+        if workflow.conclusion != "startup_failure":  # re-running it cannot help
+            found.rerunnable.append(int(workflow.id))
         jobs = (await gh.rest.actions.async_list_jobs_for_workflow_run(
             owner, name, workflow.id, filter_="latest", per_page=100)).parsed_data.jobs
         for job in jobs:

@@ -350,7 +350,15 @@ async def fix_ci(ctx: dict[str, Any], run_id: str, sha: str) -> str:
         for status in failed_statuses:
             evidence.add(f"status `{status.context}` ({status.state})",
                          f"{status.description}\n{status.target_url or ''}")
-        names = [r.name for r in failing] + [s.context for s in failed_statuses]
+        failed_suites = snapshot.failed_suites(own)
+        for suite in failed_suites:
+            evidence.conclusions.append(suite.conclusion or "")
+            evidence.add(f"check suite of {suite.app} ({suite.conclusion})",
+                         "It concluded without running a single check: a workflow that could "
+                         "not start (an invalid workflow file) does that; its page on GitHub "
+                         "says why.")
+        names = ([r.name for r in failing] + [s.context for s in failed_statuses]
+                 + [f"{s.app} checks" for s in failed_suites])
         kind = classify(evidence.text, evidence.conclusions)
         tests = failing_tests(evidence.text)
         # One re-run per commit, counted afresh after `/agent retry`.
@@ -367,7 +375,10 @@ async def fix_ci(ctx: dict[str, Any], run_id: str, sha: str) -> str:
     what = _what_failed(sha, names, kind, tests)
     await _note_attempt(svc, run.id, sha, kind=kind.value, tests=tests[:20])
     if kind is FailureKind.INFRA:
-        if rerun_before:
+        if evidence.conclusions and set(evidence.conclusions) == {"startup_failure"}:
+            why = ("the workflow could not start (GitHub concludes `startup_failure` when a "
+                   "workflow file is invalid), so no job ran; its page on GitHub says why")
+        elif rerun_before:
             why = ("it failed again after a re-run, and its output shows no failing test, "
                    "lint or build error")
         elif rerun_denied:

@@ -159,3 +159,19 @@ def test_the_excerpt_keeps_the_failure_and_the_summary_without_runner_noise() ->
     assert "FAILURES" in text and text.endswith("1 failed, 399 passed in 2.0s")
     assert "collecting item 10\n" not in text  # the noise before the failure is cut
     assert len(text.splitlines()) <= 21
+
+
+def test_a_workflow_that_failed_to_start_is_red_not_green() -> None:
+    # An invalid workflow file: GitHub concludes the check suite `startup_failure` (or
+    # `failure`) and creates no check run in it.
+    for conclusion in ("startup_failure", "failure"):
+        broken = Snapshot(suites=[suite(conclusion=conclusion, runs=0)])
+        reading = read_ci(broken, timing(), own_app_id=OWN)
+        assert reading.verdict is Verdict.RED, conclusion
+        assert reading.failing == ["github-actions checks"]
+        assert broken.failed_suites(OWN) == list(broken.suites)
+    # A suite that concluded with check runs is judged by its runs, listed by name.
+    fine = Snapshot(suites=[suite(conclusion="failure")],
+                    runs=[check("lint", conclusion="failure")])
+    assert read_ci(fine, timing(), own_app_id=OWN).failing == ["lint"]
+    assert fine.failed_suites(OWN) == []
