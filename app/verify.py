@@ -399,7 +399,12 @@ async def fix_ci(ctx: dict[str, Any], run_id: str, sha: str) -> str:
         return "also red on the base branch: needs a human"
     limits = await _limits(svc, run)
     if run.ci_fixes >= limits.max_ci_fix_attempts:
-        await _give_up(svc, run, what, None, evidence.text)
+        allowed = limits.max_ci_fix_attempts
+        stopped = (f"Conductor used its {allowed} CI-fix attempt{'' if allowed == 1 else 's'}"
+                   " for this run" if allowed else "Conductor may not fix CI failures in this "
+                   "repository") + (f": the limit is `limits.max_ci_fix_attempts` ({allowed}) "
+                                    "in `.github/conductor.yml`.")
+        await _give_up(svc, run, what, None, evidence.text, stopped=stopped)
         return "CI-fix budget used: needs a human"
 
     failure = Failure(sha=sha, kind=kind.value, tests=tests, evidence=evidence.text,
@@ -496,7 +501,8 @@ def _previous(run: Run) -> list[str]:
     return lines
 
 
-def _diagnosis(run: Run, what: str, belief: str | None, evidence: str) -> str:
+def _diagnosis(run: Run, what: str, belief: str | None, evidence: str,
+               stopped: str | None = None) -> str:
     tried = _previous(run)[:-1] if run.ci else []
     fixes = [a["fix"] for a in run.ci if a.get("fix")]
     if belief is None:
@@ -507,6 +513,8 @@ def _diagnosis(run: Run, what: str, belief: str | None, evidence: str) -> str:
     parts = [f"**What failed:** {neutralise(what)}",
              "**What was tried:** " + (neutralise("; ".join(tried)) if tried else "nothing yet."),
              f"**What Conductor believes is wrong:** {neutralise(belief)}"]
+    if stopped:
+        parts.append(f"**Why Conductor stopped:** {stopped}")
     longest = max((len(m) for m in re.findall(r"`+", evidence)), default=0)
     fence = "`" * max(3, longest + 1)  # CI output cannot close the code block
     parts.append(f"<details><summary>CI output</summary>\n\n{fence}text\n"
@@ -515,8 +523,8 @@ def _diagnosis(run: Run, what: str, belief: str | None, evidence: str) -> str:
 
 
 async def _give_up(svc: Services, run: Run, what: str, belief: str | None,
-                   evidence: str) -> None:
-    diagnosis = _diagnosis(run, what, belief, evidence)
+                   evidence: str, *, stopped: str | None = None) -> None:
+    diagnosis = _diagnosis(run, what, belief, evidence, stopped)
     await needs_human(svc, run, diagnosis)
 
 

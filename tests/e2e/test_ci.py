@@ -194,6 +194,9 @@ def test_a_human_takes_over_then_retry_with_instructions_finishes(tmp_path: Path
         [diagnosis] = [c.body for c in stack.comments(pull.number) if "needs a human" in c.body]
         assert FAILING_TEST in diagnosis and "**What was tried:**" in diagnosis
         assert "Make subtract subtract." in diagnosis  # fix 1, which did not work
+        # Why it stopped instead of trying again: the budget, and how to change it.
+        assert "used its 1 CI-fix attempt" in diagnosis
+        assert "`limits.max_ci_fix_attempts`" in diagnosis
         check = stack.wait_for(lambda: next(
             (c for c in conductor_checks(stack) if c.head_sha == run["head_sha"]
              and c.conclusion == "failure"), None), 30, "the check run to fail")
