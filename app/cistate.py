@@ -105,14 +105,17 @@ async def evidence(gh: Any, owner: str, name: str, sha: str,
                 continue
             logs += 1
             log = await _job_log(gh, owner, name, int(job.id))
+            # Redacted whole, then trimmed: a cut can split a token or drop the first line
+            # of a key block, and what is left of it no longer looks like a secret.
             found.add(f"log of job `{job.name}` ({job.conclusion}) in workflow "
-                      f"`{workflow.name}`", excerpt(log))
+                      f"`{workflow.name}`", excerpt(redactor.scrub(log)))
     for run in failing:
         output = "\n".join(t for t in (run.title, run.summary, run.text) if t)
         notes = await _annotations(gh, owner, name, run.id)
         if output or notes:
             found.add(f"check `{run.name}` ({run.conclusion}) from {run.app}",
-                      excerpt(output + ("\n" + "\n".join(notes) if notes else "")))
+                      excerpt(redactor.scrub(output + ("\n" + "\n".join(notes)
+                                                       if notes else ""))))
     return found
 
 
