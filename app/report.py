@@ -2,8 +2,9 @@
 
 Pure: takes the run, its steps, timeline and usage, returns Markdown. Text that came from a
 model or from the issue is neutralised first: no @-mentions that would ping people, no
-closing keywords that would close other issues on merge, no HTML comments that would hide
-what follows, no table-breaking pipes.
+closing keywords that would close other issues on merge, no HTML (a comment or `<details>`
+would hide what follows, an `<img>` would be fetched by every reader), no Markdown images,
+no code fences that would swallow the rest of the page, no table-breaking pipes.
 """
 
 from __future__ import annotations
@@ -43,13 +44,43 @@ _STATUS_LINE = {
 }
 
 
+# A code span on one line: its text is shown as it is, so it is left as it is.
+_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)")
+# `<` that does not open an autolink (`<https://…>`, shown as a link and nothing else).
+_HTML_OPEN = re.compile(r"<(?!https?://[^\s<>]*>)")
+# A line that would open (or close) a fenced code block.
+_FENCE = re.compile(r"^( {0,3})(?=`{3}|~{3})", re.MULTILINE)
+
+
+def _inert(text: str) -> str:
+    """`text` (outside code spans) with no HTML and no image: `<` shows as itself."""
+    return _HTML_OPEN.sub("&lt;", text).replace("![", "!\\[")
+
+
 def neutralise(text: str | None) -> str:
-    """Untrusted or generated text made safe to post: no pings, no closing keywords, and no
-    HTML comment, which would hide the rest of the page (the steps, the risk flags) from
-    the reviewer."""
+    """Untrusted or generated text made safe to post: no pings, no closing keywords, and
+    nothing that would hide the rest of the page (the steps, the risk flags) from the
+    reviewer or tell a third party who reads it: no HTML (comments, `<details>`, `<img>`),
+    no Markdown images, no code fence."""
     if not text:
         return ""
-    return unlinked(_MENTION.sub("@\u200b", text.replace("<!--", "&lt;!--")))
+    text = _FENCE.sub(lambda m: m.group(1) + "\\", text)
+    parts, at = [], 0
+    for span in _CODE_SPAN.finditer(text):
+        parts += [_inert(text[at:span.start()]), span.group()]
+        at = span.end()
+    parts.append(_inert(text[at:]))
+    return unlinked(_MENTION.sub("@\u200b", "".join(parts)))
+
+
+def code(text: str | None, limit: int = 80) -> str:
+    """`text` as a code span in a table cell, whatever backticks it holds."""
+    flat = " ".join(str(text or "").split())
+    if len(flat) > limit:
+        flat = flat[: limit - 1] + "…"
+    ticks = "`" * (max((len(run) for run in re.findall("`+", flat)), default=0) + 1)
+    pad = " " if flat.startswith("`") or flat.endswith("`") else ""
+    return f"{ticks}{pad}{flat}{pad}{ticks}".replace("|", "\\|")
 
 
 def unlinked(text: str) -> str:
@@ -104,8 +135,8 @@ def _total(rows: list[UsageRow]) -> UsageRow:
 
 
 def _gantt_label(text: str) -> str:
-    # Mermaid task names may not contain ':' or '#' or ';'.
-    return re.sub(r"[:#;`\n]", " ", text).strip()[:60] or "step"
+    # Mermaid task names may not contain ':' or '#' or ';'; no markup either.
+    return re.sub(r"[:#;`<>\n]", " ", text).strip()[:60] or "step"
 
 
 def gantt(run: Run, plan_steps: list[dict[str, Any]], steps: dict[str, StepRecord],
@@ -172,7 +203,7 @@ def _context(run: Run, steps: dict[str, StepRecord], timeline: list[dict[str, An
         record = steps.get(spec["id"]) or StepRecord(id=spec["id"])
         rows.append({
             "id": spec["id"], "title": cell(spec.get("title"), 80), "role": spec.get("role", ""),
-            "files": ", ".join(f"`{cell(f, 80)}`" for f in spec.get("files", [])[:6])
+            "files": ", ".join(code(f) for f in spec.get("files", [])[:6])
             + (" …" if len(spec.get("files", [])) > 6 else ""),
             "state": record.state, "icon": _STATE_ICON.get(record.state, "⬜"),
             "commit": (record.commit or "")[:7],

@@ -6,6 +6,7 @@ Set UPDATE_SNAPSHOTS=1 to rewrite the snapshot files after an intended change; r
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,30 @@ def test_the_footer_links_the_runs_dashboard_page_when_people_can_reach_it() -> 
     # No public URL, or no way to sign in: no link that would lead nowhere.
     assert dashboard_url(reachable.model_copy(update={"conductor_public_url": None}), run) is None
     assert dashboard_url(reachable.model_copy(update={"github_client_id": None}), run) is None
+
+
+def test_model_text_cannot_hide_the_steps_or_load_images_in_the_pr_body() -> None:
+    # The plan and the steps are a model's words: a line of ``` in them would open a code
+    # block that swallows the steps table and the risk flags; <details> would fold them away;
+    # an image (HTML or Markdown) would be fetched each time someone reads the pull request.
+    run, steps, timeline, usage = sample()
+    assert run.plan is not None
+    run.plan["summary"] = ("Adds the route.\n\n```\nsee below\n~~~\n"
+                           "<img src=https://t.example/a.gif> ![x](https://t.example/b.png)")
+    run.plan["rationale"] = "Short. <details><summary>more</summary>"
+    run.plan["steps"][0]["title"] = "Add `List<int>` route </details>"
+    run.plan["steps"][0]["files"] = ["src/a`b.py"]
+    steps["route"].rationale = "![t](https://t.example/c.png) <picture>"
+    timeline.append({"at": T0 + 20, "kind": "step", "message": "said </details> done",
+                     "step": "route"})
+    body = pr_body(run, steps, timeline, usage, now=T0 + 100)  # type: ignore[arg-type]
+    fences = [line for line in body.splitlines() if re.match(r" {0,3}(`{3,}|~{3,})", line)]
+    assert fences == ["```mermaid", "```"]  # only the template's own
+    assert body.count("<details>") == 1 and body.count("</details>") == 1
+    assert "<img" not in body and "<picture" not in body and "![" not in body
+    # What the model wrote is still shown, as text.
+    assert "&lt;img src=https://t.example/a.gif>" in body
+    assert "Add `List<int>` route &lt;/details>" in body
+    assert "| ``src/a`b.py`` |" in body
+    comment = tracking_comment(run, steps, timeline, usage, now=T0 + 100)  # type: ignore[arg-type]
+    assert "</details>" not in comment and "&lt;/details>" in comment
