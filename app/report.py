@@ -107,8 +107,16 @@ def duration(seconds: float) -> str:
     return f"{hours}h {minutes:02d}m"
 
 
-def clock(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S")
+def stamps(times: list[float]) -> list[str]:
+    """Times for a list a reviewer reads top to bottom, in UTC, said so: with the date on the
+    first and wherever the day changes (a run retried the next day), the time of day else."""
+    out, day = [], None
+    for ts in times:
+        when = datetime.fromtimestamp(ts, UTC)
+        out.append(when.strftime("%H:%M:%S UTC" if when.date() == day
+                                 else "%Y-%m-%d %H:%M:%S UTC"))
+        day = when.date()
+    return out
 
 
 @dataclass(frozen=True)
@@ -181,13 +189,14 @@ _VERDICT = {"green": "✅ passed", "red": "❌ failed", "no_ci": "⚪ no CI repo
 
 def _ci_rows(run: Run) -> list[dict[str, Any]]:
     rows = []
+    started = stamps([attempt["started_at"] for attempt in run.ci])
     for number, attempt in enumerate(run.ci, 1):
         rows.append({
             "number": number, "sha": attempt["sha"][:7],
             "verdict": _VERDICT.get(attempt.get("verdict") or "pending", "⏳ running"),
             "detail": cell(attempt.get("detail"), 300),
             "action": cell(attempt.get("action"), 200),
-            "started": clock(attempt["started_at"]),
+            "started": started[number - 1],
             "duration": duration((attempt.get("finished_at") or time.time())
                                  - attempt["started_at"]),
         })
@@ -225,9 +234,9 @@ def _context(run: Run, steps: dict[str, StepRecord], timeline: list[dict[str, An
         "usage": usage,
         "total": _total(usage),
         "timeline": [
-            {"clock": clock(e["at"]), "message": cell(e["message"], 300),
+            {"at": e["at"], "clock": at, "message": cell(e["message"], 300),
              "step": e.get("step")}
-            for e in timeline
+            for e, at in zip(timeline, stamps([e["at"] for e in timeline]), strict=True)
         ],
         "timeline_omitted": 0,
         "gantt": gantt(run, plan_steps, steps, timeline) if plan_steps else "",
@@ -263,8 +272,11 @@ def pr_body(run: Run, steps: dict[str, StepRecord], timeline: list[dict[str, Any
     events = context["timeline"]
 
     def keeping(count: int) -> str:
-        """The body with only the newest `count` events."""
-        return render("pr/body.md.j2", **{**context, "timeline": events[len(events) - count:],
+        """The body with only the newest `count` events (the first of them with its date)."""
+        kept = events[len(events) - count:]
+        kept = [{**e, "clock": at} for e, at in zip(kept, stamps([e["at"] for e in kept]),
+                                                     strict=True)]
+        return render("pr/body.md.j2", **{**context, "timeline": kept,
                                           "timeline_omitted": len(events) - count})
 
     body = render("pr/body.md.j2", **context)

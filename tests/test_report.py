@@ -159,6 +159,9 @@ def test_a_long_runs_pr_body_fits_github_with_the_latest_events() -> None:
     assert f"The latest {kept} of 600 events" in body
     assert f"… {600 - kept} earlier events are left out" in body
     assert kept > 150  # as many as fit, not a token few
+    first = 600 - kept  # the first event kept says its day
+    assert f"- `2027-01-15 {8 + first // 3600:02d}:{first // 60 % 60:02d}:{first % 60:02d} UTC` " \
+        f"**route** event {first:04d}" in body
     # The end is still there.
     assert body.rstrip().endswith(f"Its trace: `conductor trace {run.id}`.</sub>")
 
@@ -205,3 +208,19 @@ def test_model_text_cannot_hide_the_steps_or_load_images_in_the_pr_body() -> Non
     assert "| ``src/a`b.py`` |" in body
     comment = tracking_comment(run, steps, timeline, usage, now=T0 + 100)  # type: ignore[arg-type]
     assert "</details>" not in comment and "&lt;/details>" in comment
+
+
+def test_pr_body_times_say_their_timezone_and_their_day() -> None:
+    # A reviewer anywhere reads these; a run retried the next day has two 08:00:00s.
+    run, steps, timeline, usage = sample()
+    run = with_ci(run)
+    timeline.append({"at": T0 + 86_400 + 5, "kind": "retry", "message": "retried by @alice",
+                     "step": None})
+    timeline.append({"at": T0 + 86_400 + 6, "kind": "step", "message": "started",
+                     "step": "docs"})
+    body = pr_body(run, steps, timeline, usage, now=T0 + 86_500)  # type: ignore[arg-type]
+    assert "- `2027-01-15 08:00:00 UTC` labeled by @\u200balice" in body
+    assert "- `08:00:09 UTC` plan accepted: 3 steps" in body
+    assert "- `2027-01-16 08:00:05 UTC` retried by @\u200balice" in body
+    assert "- `08:00:06 UTC` **docs** started" in body
+    assert "| 1 | `1111111` | ❌ failed | `2027-01-15 08:01:01 UTC` |" in body
