@@ -1,4 +1,7 @@
-"""Usage per role and model for the tracking comment and PR body, from the run's call ledger."""
+"""Usage per role and model for the tracking comment and PR body, from the run's call ledger.
+
+Counted as `conductor trace` counts them (app/budget.py): a call that got no answer is a
+failed call, not a call."""
 
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ async def usage_rows(redis: Any, run_id: str) -> list[UsageRow]:
              "reviewer"]
     rows = [
         UsageRow(
-            role=role, model=model, calls=len(calls),
+            role=role, model=model, calls=sum(c.error is None for c in calls),
+            errors=sum(c.error is not None for c in calls),
             input_tokens=sum(c.input_tokens for c in calls),
             output_tokens=sum(c.output_tokens for c in calls),
             cache_read_tokens=sum(c.cache_read_input_tokens for c in calls),

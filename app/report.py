@@ -129,6 +129,11 @@ class UsageRow:
     cache_read_tokens: int
     cache_write_tokens: int
     cost_usd: float
+    errors: int = 0  # calls that got no answer (not in `calls`), as the trace counts them
+
+    @property
+    def calls_shown(self) -> str:
+        return f"{self.calls} ({self.errors} failed)" if self.errors else str(self.calls)
 
 
 def _total(rows: list[UsageRow]) -> UsageRow:
@@ -138,7 +143,7 @@ def _total(rows: list[UsageRow]) -> UsageRow:
         output_tokens=sum(r.output_tokens for r in rows),
         cache_read_tokens=sum(r.cache_read_tokens for r in rows),
         cache_write_tokens=sum(r.cache_write_tokens for r in rows),
-        cost_usd=sum(r.cost_usd for r in rows),
+        cost_usd=sum(r.cost_usd for r in rows), errors=sum(r.errors for r in rows),
     )
 
 

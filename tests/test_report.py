@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from app.report import UsageRow, check_summary, gantt, neutralise, pr_body, tracking_comment
 from app.runs import Run, RunStatus, StepRecord
@@ -224,3 +225,27 @@ def test_pr_body_times_say_their_timezone_and_their_day() -> None:
     assert "- `2027-01-16 08:00:05 UTC` retried by @\u200balice" in body
     assert "- `08:00:06 UTC` **docs** started" in body
     assert "| 1 | `1111111` | ❌ failed | `2027-01-15 08:01:01 UTC` |" in body
+
+
+async def test_pr_body_counts_calls_as_the_trace_does(redis: aioredis.Redis) -> None:
+    # A call that failed (the model API answered 529 after its retries) used nothing: the
+    # trace says "3 calls, 1 failed", and the PR body must not say 4 calls.
+    from app.budget import Budget, usage_totals
+    from app.budget_view import usage_rows
+    from app.limits import Limits
+    from app.models import ModelCall
+
+    run, steps, timeline, _ = sample()
+    budget = Budget(redis, run.id, Limits())
+    for role, error in (("orchestrator", None), ("implementer", "overloaded (529)"),
+                        ("implementer", None), ("reviewer", None)):
+        await budget.record(ModelCall(
+            run_id=run.id, role=role, model="claude-sonnet-5-5", started_at=T0, latency_ms=10,
+            input_tokens=0 if error else 100, output_tokens=0 if error else 10,
+            cost_usd=0.0 if error else 0.001, error=error))
+    totals = (await usage_totals(redis, run.id)).overall
+    assert (totals.calls, totals.errors) == (3, 1)
+    body = pr_body(run, steps, timeline, await usage_rows(redis, run.id),  # type: ignore[arg-type]
+                   now=T0 + 100)
+    assert "| implementer | `claude-sonnet-5-5` | 1 (1 failed) | 100 | 10 |" in body
+    assert "| **total** | | 3 (1 failed) | 300 | 30 |" in body
