@@ -44,15 +44,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-import anthropic
-from anthropic.types import Message, Usage
-
 from app.logs import get_logger, redactor
 from app.pricing import cost, price_for
 from app.request_parts import keep_request
 from app.settings import Settings
 
 if TYPE_CHECKING:
+    import anthropic
+    from anthropic.types import Message, Usage
+
     from app.budget import Budget
 
 log = get_logger(__name__)
@@ -293,6 +293,9 @@ class ModelClient:
         if key:
             redactor.add([key])
         if sdk is None and key:
+            import anthropic  # here, not at the top: importing the SDK costs seconds of CPU,
+            # and the web process, the dashboard and `conductor trace` never call the model.
+
             # Every argument explicit, so the SDK reads no credentials or URL of its own.
             sdk = anthropic.AsyncAnthropic(
                 api_key=key, base_url=self.base_url, max_retries=0,
@@ -375,6 +378,8 @@ class ModelClient:
         if self._sdk is None:
             raise ModelAuthFailed("ANTHROPIC_API_KEY is not set; set it to an Anthropic API key "
                                   "(https://console.anthropic.com/settings/keys)")
+        import anthropic  # loaded by __init__ already (see there)
+
         attempt = 0
         while True:
             try:
@@ -421,6 +426,8 @@ class _NotAMessage(Exception):
 
 def _not_a_message(answer: Any) -> str | None:
     """What is wrong with a 200 answer that should be a `Message`, or None."""
+    from anthropic.types import Message, Usage
+
     if not isinstance(answer, Message):
         return f"a {type(answer).__name__} body: {str(answer)[:80]!r}"
     if not isinstance(answer.content, list) or not isinstance(answer.usage, Usage) or any(
