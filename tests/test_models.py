@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -404,3 +406,13 @@ async def test_a_request_refused_before_sending_reserves_no_budget(
                           trace={"run": "run-refused"})
     assert await redis.exists("conductor:run:run-refused:holds") == 0
     assert stand_in.requests == []
+
+
+def test_processes_that_never_call_the_model_do_not_load_the_sdk() -> None:
+    # Importing the SDK costs seconds of CPU; the web process, the dashboard and
+    # `conductor trace` start without it (a fresh interpreter, so nothing is loaded before).
+    probe = ("import sys, app.cli, app.web, app.dashboard, app.trace; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'anthropic'))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
